@@ -1,0 +1,208 @@
+"""The DeepOBS run loop (§0.1): N+1 evaluations, epoch-wise learning-rate factors, divergence handling.
+
+The training step never syncs with the host: divergence is detected from the per-epoch evaluation (a non-finite
+gradient makes the parameters, and so the next evaluation, non-finite), and the one device→host transfer per epoch
+is the evaluation result. A run knows nothing of tuning or studies.
+"""
+from __future__ import annotations
+
+import json
+import math
+import platform
+import subprocess
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from bench.schedules import SCHEDULES
+from bench.spec import RunSpec
+from optimizers import OPTIMIZERS, OptimizerSpec
+from problems import PROBLEMS, Problem
+from problems.base import Batch
+
+SPLITS = ("train", "valid", "test")
+
+
+class EpochObserver(Protocol):
+    def __call__(self, epoch: int, metrics: dict[str, dict[str, float]]) -> None: ...
+
+
+@dataclass
+class RunResult:
+    spec: RunSpec
+    status: str
+    curves: list[tuple[int, str, str, float]] = field(default_factory=list)
+    steps: int = 0
+    grad_evals: float = 0.0
+    wall_time_s: float = 0.0
+    num_parameters: int = 0
+    device: str = "cpu"
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error: str | None = None
+    has_accuracy: bool = False
+
+    def series(self, split: str, metric: str) -> list[float]:
+        return [v for (_, s, m, v) in self.curves if s == split and m == metric]
+
+    def record(self) -> dict[str, Any]:
+        """The ``runs`` row of this result."""
+        metric = "accuracy" if self.has_accuracy else "loss"
+        final = {f"final_{s}_{m}": (self.series(s, m) or [None])[-1] for s in SPLITS for m in ("loss", "accuracy")}
+        valid, test = self.series("valid", metric), self.series("test", metric)
+        best_epoch, best_test = None, None
+        finite = [(v, e) for e, v in enumerate(valid) if math.isfinite(v)]
+        if finite:
+            sign = -1.0 if self.has_accuracy else 1.0  # best value first, earliest epoch on ties
+            best_epoch = min(finite, key=lambda ve: (sign * ve[0], ve[1]))[1]
+            best_test = test[best_epoch]
+        spec = self.spec
+        return {
+            "run_id": spec.run_id, "source": "valley", "problem": spec.problem, "optimizer": spec.optimizer,
+            "hyperparameters": json.dumps(dict(spec.hyperparameters), sort_keys=True),
+            "schedule": spec.schedule, "schedule_settings": json.dumps(dict(spec.schedule_settings), sort_keys=True),
+            "seed": spec.seed, "data_order": spec.data_order,
+            "problem_settings": json.dumps(dict(spec.problem_settings), sort_keys=True),
+            "num_epochs": spec.num_epochs, "batch_size": spec.batch_size, "status": self.status, "error": self.error,
+            "metric": metric, **final, "epochs_completed": max(len(valid) - 1, 0),
+            "best_valid_epoch": best_epoch, "best_valid_test_metric": best_test,
+            "wall_time_s": self.wall_time_s, "steps": self.steps, "grad_evals": self.grad_evals,
+            "num_parameters": self.num_parameters, "device": self.device, "versions": json.dumps(versions()),
+            "git_commit": git_commit(), "started_at": self.started_at, "finished_at": self.finished_at,
+            "protocol_version": spec.protocol_version, "spec": spec.canonical(),
+        }
+
+
+@lru_cache(maxsize=1)
+def versions() -> dict[str, str]:
+    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__}
+
+
+@lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    try:
+        here = Path(__file__).resolve().parent
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return (out.stdout.strip() + ("-dirty" if dirty else "")) or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def make_step(problem: Problem, model: nn.Module, optimizer: torch.optim.Optimizer,
+              spec_cls: type[OptimizerSpec]) -> tuple[Callable[[Batch], None], Callable[[], int]]:
+    """The training step for this optimizer, and a counter of closure calls (gradient evaluations).
+
+    Closure-driven optimizers (L-BFGS, SAM, ...) get a closure that recomputes loss and gradients on the batch;
+    ``create_graph`` optimizers (Hessian-vector products) get a differentiable backward. This is the only place
+    the run loop knows such optimizers exist.
+    """
+    create_graph = spec_cls.create_graph
+    calls = [0]
+    if spec_cls.needs_closure:
+        def step(batch: Batch) -> None:
+            def closure() -> torch.Tensor:
+                calls[0] += 1
+                optimizer.zero_grad(set_to_none=True)
+                loss = problem.compute(model, batch, training=True)[0]
+                loss.backward(create_graph=create_graph)
+                return loss
+            optimizer.step(closure)
+    else:
+        def step(batch: Batch) -> None:
+            optimizer.zero_grad(set_to_none=True)
+            loss = problem.compute(model, batch, training=True)[0]
+            loss.backward(create_graph=create_graph)
+            optimizer.step()
+    return step, lambda: calls[0]
+
+
+@torch.no_grad()
+def evaluate(problem: Problem, model: nn.Module) -> dict[str, dict[str, float]]:
+    """Loss (incl. L2) and accuracy on train-eval, valid and test: row-weighted means, one host sync."""
+    model.eval()
+    results = []
+    for split in SPLITS:
+        problem.reset_state()
+        loss_sum = torch.zeros((), device=problem.device)
+        acc_sum = torch.zeros((), device=problem.device)
+        rows = 0
+        for batch in problem.eval_batches(split):
+            n = batch[0].shape[0]
+            loss, acc = problem.compute(model, batch, training=False)
+            loss_sum += loss * n
+            if acc is not None:
+                acc_sum += acc * n
+            rows += n
+        results.append(torch.stack([loss_sum, acc_sum]) / max(rows, 1))
+    values = torch.stack(results).tolist()
+    out: dict[str, dict[str, float]] = {}
+    for split, (loss, acc) in zip(SPLITS, values):
+        out[split] = {"loss": loss, "accuracy": acc} if problem.has_accuracy else {"loss": loss}
+    return out
+
+
+def train(spec: RunSpec, *, device: str | torch.device = "cpu", data_dir: str | Path | None = None,
+          on_epoch: EpochObserver | None = None) -> RunResult:
+    """Run one spec end to end and return its result (nothing is written here)."""
+    dev = resolve_device(device) if isinstance(device, str) else device
+    started = datetime.now(timezone.utc)
+    t0 = time.perf_counter()
+    torch.manual_seed(spec.seed)
+    problem = PROBLEMS.get(spec.problem)(spec.problem_settings, spec.seed, dev, spec.data_order, data_dir)
+    problem.load_data()
+    model = problem.build_model().to(dev)
+    opt_cls = OPTIMIZERS.get(spec.optimizer)
+    optimizer = opt_cls.build(model.parameters(), spec.hyperparameters)
+    schedule = SCHEDULES.get(spec.schedule)(spec.num_epochs, problem.steps_per_epoch(), **spec.schedule_settings)
+    step, closure_calls = make_step(problem, model, optimizer, opt_cls)
+    base_lrs = [g["lr"] for g in optimizer.param_groups]
+    per_step = schedule.granularity == "step"
+
+    def set_factor(f: float) -> None:
+        for g, lr in zip(optimizer.param_groups, base_lrs):
+            g["lr"] = lr * f
+
+    result = RunResult(spec=spec, status="completed", num_parameters=problem.num_parameters(model), device=str(dev),
+                       started_at=started, has_accuracy=problem.has_accuracy)
+    metric = "accuracy" if problem.has_accuracy else "loss"
+    for epoch in range(spec.num_epochs + 1):
+        metrics = evaluate(problem, model)
+        for split, values in metrics.items():
+            result.curves.extend((epoch, split, m, v) for m, v in values.items())
+        if on_epoch is not None:
+            on_epoch(epoch, metrics)
+        if not all(math.isfinite(metrics[s]["loss"]) for s in SPLITS):
+            result.status = "diverged"
+            break
+        if epoch == spec.num_epochs:
+            break
+        schedule.observe(epoch, metrics["valid"][metric], problem.has_accuracy)
+        opt_cls.on_epoch(optimizer, epoch, spec.num_epochs)
+        if not per_step:
+            set_factor(schedule.factor(epoch))
+        model.train()
+        problem.reset_state()
+        for i, batch in enumerate(problem.train_batches(epoch)):
+            if per_step:
+                set_factor(schedule.factor(epoch, i))
+            step(batch)
+        result.steps += problem.steps_per_epoch()
+    result.grad_evals = opt_cls.grad_evals(spec.hyperparameters, result.steps, closure_calls())
+    result.wall_time_s = time.perf_counter() - t0
+    result.finished_at = datetime.now(timezone.utc)
+    return result
