@@ -65,6 +65,30 @@ CURVES_SCHEMA = pa.schema([
     ("value", pa.float64()),
 ])
 
+CELLS_SCHEMA = pa.schema([
+    # One row per (problem, optimizer, schedule, budget) cell of a study: the tuning outcome and its 10 seeds.
+    ("cell_id", pa.string()),              # hash of the cell's identity (problem settings, optimizer, schedule, budget, selection)
+    ("source", pa.string()),               # valley | crowded_valley
+    ("problem", pa.string()),
+    ("optimizer", pa.string()),
+    ("schedule", pa.string()),
+    ("budget", pa.string()),               # oneshot | small | medium | large
+    ("num_samples", pa.int64()),           # random-search samples behind the winner (0 for oneshot)
+    ("selection", pa.string()),            # final | best (validation metric at the final / best epoch)
+    ("metric", pa.string()),               # accuracy | loss
+    ("winner_sample", pa.int64()),         # index in the study's sample stream (-1 for oneshot)
+    ("winner_hyperparameters", pa.string()),  # JSON object
+    ("trial_run_ids", pa.list_(pa.string())),  # the tuning runs (seed 42), sample order
+    ("run_ids", pa.list_(pa.string())),    # the winner's runs, seeds 42..51
+    ("seeds", pa.list_(pa.int64())),
+    ("n_seeds", pa.int64()),
+    ("n_diverged", pa.int64()),
+    ("test_mean", pa.float64()),           # mean over the seeds of the final-epoch test metric
+    ("test_std", pa.float64()),            # population std (ddof=0), as DeepOBS
+    ("status", pa.string()),               # complete | partial
+    ("updated_at", TS),
+])
+
 FINISHED = ("completed", "diverged")
 
 

@@ -108,6 +108,8 @@ def make_step(problem: Problem, model: nn.Module, optimizer: torch.optim.Optimiz
     """The training step for this optimizer, and a counter of closure calls (gradient evaluations).
 
     Closure-driven optimizers (L-BFGS, SAM, ...) get a closure that recomputes loss and gradients on the batch;
+    ``closure(sampled=True)`` backpropagates the loss on targets sampled from the model's own predictive
+    distribution instead (Sophia-G's Gauss–Newton–Bartlett estimate, ``Problem.sampled_loss``).
     ``create_graph`` optimizers (Hessian-vector products) get a differentiable backward. This is the only place
     the run loop knows such optimizers exist.
     """
@@ -115,10 +117,13 @@ def make_step(problem: Problem, model: nn.Module, optimizer: torch.optim.Optimiz
     calls = [0]
     if spec_cls.needs_closure:
         def step(batch: Batch) -> None:
-            def closure() -> torch.Tensor:
+            def closure(sampled: bool = False) -> torch.Tensor:
                 calls[0] += 1
                 optimizer.zero_grad(set_to_none=True)
-                loss = problem.compute(model, batch, training=True)[0]
+                if sampled:
+                    loss = problem.sampled_loss(model, batch)
+                else:
+                    loss = problem.compute(model, batch, training=True)[0]
                 loss.backward(create_graph=create_graph)
                 return loss
             optimizer.step(closure)

@@ -80,6 +80,14 @@ class Problem:
         raise NotImplementedError
 
     # ------------------------------------------------------------------------------------------------- overridable
+    def sampled_loss(self, model: nn.Module, batch: Batch) -> Tensor:
+        """Batch-mean loss on targets drawn from the model's own predictive distribution (no L2).
+
+        Its gradient's square is the Gauss–Newton–Bartlett estimate of the Hessian diagonal (Sophia-G). Problems
+        define it from their likelihood: softmax → categorical draws, squared error → Gaussian draws.
+        """
+        raise NotImplementedError(f"problem {self.name} has no sampled_loss (needed by Sophia-G)")
+
     def transform(self, batch: Batch, augment: bool) -> Batch:
         """Per-batch preprocessing on the device (uint8 → float); ``augment`` is true for the train stream."""
         return batch

@@ -83,3 +83,16 @@ class QuadraticDeep(Problem):
 
     def compute(self, model: nn.Module, batch: Batch, training: bool) -> tuple[Tensor, Tensor | None]:
         return model(batch[0]).mean(), None
+
+    def sampled_loss(self, model: nn.Module, batch: Batch) -> Tensor:
+        """Gaussian-likelihood view of the quadratic: with H = L Lᵀ and outputs f = Lᵀθ, ℓ = ½‖f − Lᵀx‖².
+
+        Drawing targets y ~ N(f, I) gives per-example gradients L ε with ε ~ N(0, I), whose expected square is
+        diag(H) (the exact Hessian diagonal), the Gauss–Newton–Bartlett estimator of Sophia-G.
+        """
+        factor = getattr(self, "_hessian_factor", None)
+        if factor is None:
+            factor = self._hessian_factor = torch.linalg.cholesky(model.hessian.double()).to(model.hessian.dtype)
+        f = model.theta @ factor  # (1, D) = (Lᵀθ)ᵀ
+        y = f.detach() + torch.randn(batch[0].shape[0], DIM, device=f.device, dtype=f.dtype)
+        return 0.5 * (f - y).square().sum(dim=1).mean()
