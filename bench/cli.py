@@ -1,0 +1,125 @@
+"""``valley``: the Hydra app. Composes problem × optimizer × schedule (× budget) and runs it.
+
+Bad input never reaches Hydra's multi-line errors or a traceback: unknown group options and unknown keys are checked
+against ``conf/`` before Hydra starts, and spec validation errors are printed as one line (exit code 2).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+GROUPS = ("problem", "optimizer", "schedule", "budget", "experiment")
+TOP_LEVEL = ("seed", "data_order", "results_dir", "data_dir", "device", "force", "progress", "dry_run")
+
+
+def fail(message: str, code: int = 2) -> None:
+    print(f"valley: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def group_options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def _sweep_values(value: str) -> list[str]:
+    """The option names in an override value: ``adam``, ``adam,sgd`` or ``choice(adam,sgd)``."""
+    value = value.strip()
+    for fn in ("choice(", "glob("):
+        if value.startswith(fn) and value.endswith(")"):
+            value = value[len(fn):-1]
+    return [v.strip().strip("'\"") for v in value.split(",") if v.strip()]
+
+
+def precheck(argv: list[str]) -> str | None:
+    """Return a one-line error for unknown group options or keys in the command line, or None."""
+    from omegaconf import OmegaConf
+
+    chosen: dict[str, list[str]] = {}
+    keyed: list[tuple[str, str, str]] = []
+    for arg in argv:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        key, value = arg.split("=", 1)
+        bare = key.lstrip("+~")
+        if bare.startswith("hydra"):
+            continue
+        if bare in GROUPS:
+            names = _sweep_values(value)
+            valid = group_options(bare)
+            for name in names:
+                if name not in valid and name != "null":
+                    return f"unknown {bare} '{name}'; valid: {', '.join(valid)}"
+            chosen[bare] = names
+        elif "." in bare and bare.split(".", 1)[0] in GROUPS[:3]:
+            group, sub = bare.split(".", 1)
+            keyed.append((group, sub, key))
+        elif bare not in TOP_LEVEL and not key.startswith("+"):
+            return f"unknown setting '{bare}'; valid: {', '.join(TOP_LEVEL)} or {', '.join(GROUPS[:3])}.<key>"
+    if "experiment" in chosen:
+        return None  # presets may change the defaults; Hydra and spec validation check the rest
+    defaults = {g: o for d in OmegaConf.load(CONF_DIR / "config.yaml").defaults if isinstance(d, dict)
+                for g, o in d.items()}
+    for group, sub, key in keyed:
+        if key.startswith("+"):
+            continue  # explicitly added keys are checked by spec validation
+        top = sub.split(".", 1)[0]
+        for option in chosen.get(group, [defaults.get(group)]):
+            cfg = OmegaConf.load(CONF_DIR / group / f"{option}.yaml")
+            if top not in cfg:
+                valid = ", ".join(k for k in cfg if k != "name")
+                what = "hyperparameter" if group == "optimizer" else "setting"
+                return f"unknown {what} '{top}' for {group} {option}; valid: {valid}"
+    return None
+
+
+def main() -> None:
+    error = precheck(sys.argv[1:])
+    if error:
+        fail(error)
+    os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+    _hydra_entry()
+
+
+def plan_main() -> None:
+    """``valley-plan``: the same command line as ``valley -m``, as a dry run."""
+    sys.argv = [sys.argv[0], "-m", "dry_run=true", *[a for a in sys.argv[1:] if a not in ("-m", "--multirun")]]
+    main()
+
+
+def _hydra_entry() -> None:
+    import hydra
+    from omegaconf import DictConfig, OmegaConf
+
+    @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
+    def app(cfg: DictConfig) -> None:
+        run_from_config(OmegaConf.to_container(cfg, resolve=True))
+
+    app()
+
+
+def run_from_config(cfg: dict[str, Any]) -> None:
+    """One Hydra job: a single run, or (with ``budget``) a tuning cell."""
+    from bench.spec import SpecError, spec_from_config
+
+    if cfg.get("budget"):
+        from bench.tuning.cli import run_cell_job
+
+        run_cell_job(cfg)
+        return
+    try:
+        spec = spec_from_config(cfg)
+    except SpecError as err:
+        fail(str(err))
+        return
+    from bench.console import run_single
+
+    status = run_single(spec, cfg)
+    if status == "failed":
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
