@@ -60,8 +60,8 @@ def precheck(argv: list[str]) -> str | None:
             return f"unknown setting '{bare}'; valid: {', '.join(TOP_LEVEL)} or {', '.join(GROUPS[:3])}.<key>"
     if "experiment" in chosen:
         return None  # presets may change the defaults; Hydra and spec validation check the rest
-    defaults = {g: o for d in OmegaConf.load(CONF_DIR / "config.yaml").defaults if isinstance(d, dict)
-                for g, o in d.items()}
+    entries = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "config.yaml"))["defaults"]
+    defaults = {g: o for d in entries if isinstance(d, dict) for g, o in d.items()}
     for group, sub, key in keyed:
         if key.startswith("+"):
             continue  # explicitly added keys are checked by spec validation

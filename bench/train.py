@@ -140,24 +140,23 @@ def make_step(problem: Problem, model: nn.Module, optimizer: torch.optim.Optimiz
 def evaluate(problem: Problem, model: nn.Module) -> dict[str, dict[str, float]]:
     """Loss (incl. L2) and accuracy on train-eval, valid and test: row-weighted means, one host sync."""
     model.eval()
-    results = []
+    per_split = []
     for split in SPLITS:
         problem.reset_state()
-        loss_sum = torch.zeros((), device=problem.device)
-        acc_sum = torch.zeros((), device=problem.device)
-        rows = 0
+        parts, rows = [], []
         for batch in problem.eval_batches(split):
-            n = batch[0].shape[0]
             loss, acc = problem.compute(model, batch, training=False)
-            loss_sum += loss * n
-            if acc is not None:
-                acc_sum += acc * n
-            rows += n
-        results.append(torch.stack([loss_sum, acc_sum]) / max(rows, 1))
-    values = torch.stack(results).tolist()
+            parts.append(loss if acc is None else torch.stack([loss, acc]))
+            rows.append(batch[0].shape[0])
+        if len(parts) == 1:
+            per_split.append(parts[0])
+        else:
+            weights = torch.tensor(rows, dtype=parts[0].dtype, device=parts[0].device) / sum(rows)
+            per_split.append(torch.tensordot(weights, torch.stack(parts), dims=1))
+    values = torch.stack(per_split).tolist()
     out: dict[str, dict[str, float]] = {}
-    for split, (loss, acc) in zip(SPLITS, values):
-        out[split] = {"loss": loss, "accuracy": acc} if problem.has_accuracy else {"loss": loss}
+    for split, value in zip(SPLITS, values):
+        out[split] = {"loss": value[0], "accuracy": value[1]} if problem.has_accuracy else {"loss": value}
     return out
 
 

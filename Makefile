@@ -1,0 +1,28 @@
+# Two commands set everything up on a fresh machine: `make demo` and `make test` (both create .venv when missing).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+HASH := $(shell cat requirements.txt pyproject.toml | sha1sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(HASH)
+DEMO_DIR ?= results/demo
+
+.PHONY: setup demo test bench clean-demo
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	@rm -f $(VENV)/.installed-* && touch $@
+
+# The main job on the embedded default (P1 quadratic_deep, no download): SGD and Adam, one-shot defaults, 10 seeds.
+demo: setup
+	$(VENV)/bin/valley -m optimizer=sgd,adam seed='range(42,52)' results_dir=$(DEMO_DIR) progress=false > /dev/null
+	$(VENV)/bin/valley-table $(DEMO_DIR)
+
+test: setup
+	$(PY) -m pytest -n 2 -p no:cacheprovider
+
+bench: setup
+	$(PY) -m bench.benchmark

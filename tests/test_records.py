@@ -1,0 +1,85 @@
+"""Parquet records: explicit schema, atomic writes, content-addressed skip, force, failed runs retried."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+import bench.execute as execute_mod
+from bench import records
+from bench.execute import execute
+from bench.spec import make_spec
+from tests.conftest import ADAM_DEFAULTS, P1_SETTINGS
+
+
+def spec(**kw):
+    return make_spec("quadratic_deep", "adam", ADAM_DEFAULTS, problem_settings={**P1_SETTINGS, "num_epochs": 2}, **kw)
+
+
+def test_tables_readable_with_pandas_and_schema(tmp_path) -> None:
+    outs = [execute(spec(seed=s), tmp_path, device="cpu") for s in (42, 43)]
+    runs = pd.read_parquet(tmp_path / "runs")
+    curves = pd.read_parquet(tmp_path / "curves")
+    assert list(runs.columns) == records.RUNS_SCHEMA.names
+    assert list(curves.columns) == records.CURVES_SCHEMA.names
+    assert sorted(runs["run_id"]) == sorted(o.run_id for o in outs)
+    assert set(curves["split"]) == {"train", "valid", "test"} and set(curves["metric"]) == {"loss"}
+    assert len(curves) == 2 * 3 * 3  # runs × epochs 0..2 × splits
+    row = runs.set_index("run_id").loc[outs[0].run_id]
+    assert row["status"] == "completed" and row["steps"] == 14 and row["grad_evals"] == 14
+    assert json.loads(row["hyperparameters"]) == ADAM_DEFAULTS
+    assert row["num_parameters"] == 100 and row["device"] == "cpu" and row["metric"] == "loss"
+    assert "torch" in json.loads(row["versions"]) and row["finished_at"] >= row["started_at"]
+    assert json.loads(row["spec"])["seed"] == 42
+    # The final test loss is the last point of the test curve.
+    c = curves[(curves.run_id == outs[0].run_id) & (curves.split == "test")].sort_values("epoch")
+    assert row["final_test_loss"] == c["value"].iloc[-1]
+    # Our own readers agree.
+    assert len(records.read_runs(tmp_path)) == 2
+    assert len(records.read_curves(tmp_path, [outs[0].run_id])) == 9
+
+
+def test_rerun_skips_force_reruns(tmp_path, monkeypatch) -> None:
+    calls = []
+    real = execute_mod.train
+    monkeypatch.setattr(execute_mod, "train", lambda *a, **k: calls.append(1) or real(*a, **k))
+    first = execute(spec(), tmp_path, device="cpu")
+    again = execute(spec(), tmp_path, device="cpu")
+    assert len(calls) == 1 and again.skipped and again.record["run_id"] == first.run_id
+    execute(spec(), tmp_path, device="cpu", force=True)
+    assert len(calls) == 2
+    assert len(list((tmp_path / "runs").glob("*.parquet"))) == 1
+
+
+def test_crash_while_writing_leaves_nothing_visible(tmp_path, monkeypatch) -> None:
+    def broken(table, where, *a, **k):
+        open(where, "wb").write(b"PAR1 half")  # a partial temp file, then the "crash"
+        raise OSError("disk full")
+
+    monkeypatch.setattr(records.pq, "write_table", broken)
+    with pytest.raises(OSError):
+        execute(spec(), tmp_path, device="cpu")
+    assert not list(tmp_path.rglob("*.parquet")) and not list(tmp_path.rglob(".*tmp"))
+    monkeypatch.undo()
+    execute(spec(), tmp_path, device="cpu")
+    for f in tmp_path.rglob("*.parquet"):
+        pq.read_table(f)
+
+
+def test_failed_run_recorded_then_retried(tmp_path, monkeypatch) -> None:
+    def boom(*a, **k):
+        raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr(execute_mod, "train", boom)
+    out = execute(spec(), tmp_path, device="cpu")
+    assert out.record["status"] == "failed" and "CUDA out of memory" in out.record["error"]
+    assert not records.is_finished(tmp_path, out.run_id)
+    monkeypatch.undo()
+    again = execute(spec(), tmp_path, device="cpu")
+    assert not again.skipped and again.record["status"] == "completed"
+
+
+def test_empty_results_dir_reads_empty_frames(tmp_path) -> None:
+    assert records.read_runs(tmp_path).empty and list(records.read_runs(tmp_path).columns) == records.RUNS_SCHEMA.names
