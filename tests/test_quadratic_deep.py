@@ -68,7 +68,7 @@ def test_model_is_float32_ones_and_seven_steps() -> None:
     problem = QuadraticDeep(P1_SETTINGS, seed=42, device=torch.device("cpu"))
     problem.load_data()
     model = problem.build_model()
-    assert model.theta.dtype == torch.float32 and torch.equal(model.theta, torch.ones(1, 100))
+    assert model.theta.dtype == torch.float32 and torch.equal(model.theta, torch.ones(100))
     assert problem.steps_per_epoch() == 7
     batches = list(problem.train_batches(0))
     assert len(batches) == 7 and all(b[0].shape == (128, 100) for b in batches)

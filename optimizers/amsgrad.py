@@ -1,0 +1,68 @@
+"""AMSGrad, the study's custom TF class ``AMSGrad`` (Reddi et al. 2018), in the TF Adam "epsilon hat" form.
+
+What reproduces the published quadratic_deep runs (§2.2 notes): Adam's moments and bias-corrected step size, with the
+running maximum of the second moment in the denominator::
+
+    m ← β1·m + (1−β1)·g;   v ← β2·v + (1−β2)·g²;   v̂ ← max(v̂, v)          (m₀ = v₀ = v̂₀ = 0)
+    lr_t = lr·sqrt(1−β2^t)/(1−β1^t);   θ ← θ − lr_t·m/(sqrt(v̂) + ε)
+
+torch.optim.Adam(amsgrad=True) keeps the same maximum but adds ε to the bias-corrected ``sqrt(v̂)/sqrt(1−β2^t)``
+(an ε that is effectively larger by 1/sqrt(1−β2^t) in early steps), so it is a different rule: our own class,
+``semantics=torch`` selects torch's. The one-shot default lr is 1e-2 (not Adam's 1e-3), as in the study.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Iterable, Mapping
+
+import torch
+
+from optimizers.adam import Adam, TFAdam
+from optimizers.base import OPTIMIZERS, OptimizerSpec
+
+
+class TFAMSGrad(TFAdam):
+    """TF Adam's constructor and moment updates; the step divides by the running maximum of v."""
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            for p in params:
+                if not self.state[p]:
+                    self.state[p].update(step=0, m=torch.zeros_like(p), v=torch.zeros_like(p),
+                                         v_max=torch.zeros_like(p))
+            states = [self.state[p] for p in params]
+            grads = [p.grad for p in params]
+            ms, vs, v_maxs = [s["m"] for s in states], [s["v"] for s in states], [s["v_max"] for s in states]
+            b1, b2 = group["beta1"], group["beta2"]
+            t = states[0]["step"] + 1
+            for s in states:
+                s["step"] = t
+            torch._foreach_lerp_(ms, grads, 1.0 - b1)
+            torch._foreach_lerp_(vs, torch._foreach_mul(grads, grads), 1.0 - b2)
+            torch._foreach_maximum_(v_maxs, vs)
+            lr_t = group["lr"] * math.sqrt(1.0 - b2**t) / (1.0 - b1**t)
+            denom = torch._foreach_sqrt(v_maxs)
+            torch._foreach_add_(denom, group["epsilon"])
+            torch._foreach_addcdiv_(params, ms, denom, value=-lr_t)
+        return loss
+
+
+@OPTIMIZERS.register
+class AMSGrad(OptimizerSpec):
+    study_name = "AMSGrad"
+    hyperparameters = dict(Adam.hyperparameters)  # lr, β1, β2 drawn as Adam's (§2.2); ε fixed
+
+    @classmethod
+    def build(cls, params: Iterable[torch.nn.Parameter], hp: Mapping[str, Any]) -> torch.optim.Optimizer:
+        if hp["semantics"] == "torch":
+            return torch.optim.Adam(params, lr=hp["learning_rate"], betas=(hp["beta1"], hp["beta2"]),
+                                    eps=hp["epsilon"], amsgrad=True)
+        return TFAMSGrad(params, lr=hp["learning_rate"], beta1=hp["beta1"], beta2=hp["beta2"], epsilon=hp["epsilon"])

@@ -1,0 +1,104 @@
+"""RAdam (Liu et al. 2020, "On the Variance of the Adaptive Learning Rate and Beyond") as the study's
+``RAdamOptimizer``: the TF/Keras port (CyberZHG keras-radam style, ε = 1e-7).
+
+With ρ∞ = 2/(1−β2) − 1 and ρ_t = ρ∞ − 2tβ2^t/(1−β2^t) (t = 1, 2, ...)::
+
+    m ← β1 m + (1−β1) g;   v ← β2 v + (1−β2) g²;   m̂ = m/(1−β1^t)
+    ρ_t > 5:  r_t = sqrt((ρ_t−4)(ρ_t−2)ρ∞ / ((ρ∞−4)(ρ∞−2)ρ_t));   θ ← θ − lr·r_t·m̂ / (sqrt(v/(1−β2^t)) + ε)
+    else:     θ ← θ − lr·m̂                       (un-adapted, bias-corrected momentum step)
+
+Why our own class: ``torch.optim.RAdam`` uses the same threshold (ρ_t > 5) and the same un-rectified step, but puts
+ε on the *uncorrected* root, ``sqrt(1−β2^t)/(sqrt(v) + ε)``, i.e. an effective ε of ``ε·sqrt(1−β2^t)`` relative to
+the port's ``1/(sqrt(v/(1−β2^t)) + ε)``; the two differ while 1−β2^t is far from 1 (the first thousands of steps
+for β2 = .999). ``semantics=torch`` selects torch.optim.RAdam. (Ports differ on ``ρ_t > 5`` vs ``ρ_t >= 5``; ρ_t is
+not exactly 5 for any β2 the study draws (for β2 = .999: ρ_5 ≈ 4.996, ρ_6 ≈ 5.994), so both select the same steps.)
+
+ρ_t depends only on the python step count and β2, so choosing the branch needs no host sync.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Iterable, Mapping
+
+import torch
+
+from optimizers.base import (BETA1_SPACE, BETA2_SPACE, OPTIMIZERS, OptimizerSpec, beta, learning_rate, positive,
+                             semantics)
+
+RHO_THRESHOLD = 5.0
+
+
+def rectification(beta2: float, t: int) -> float | None:
+    """r_t for step t (1-based), or None when ρ_t ≤ 5 (variance not tractable: un-adapted step)."""
+    rho_inf = 2.0 / (1.0 - beta2) - 1.0
+    b2t = beta2**t
+    rho_t = rho_inf - 2.0 * t * b2t / (1.0 - b2t)
+    if not rho_t > RHO_THRESHOLD:
+        return None
+    return math.sqrt((rho_t - 4.0) / (rho_inf - 4.0) * (rho_t - 2.0) / (rho_inf - 2.0) * rho_inf / rho_t)
+
+
+class TFRAdam(torch.optim.Optimizer):
+    """The Keras-port RAdam update (see module docstring); state: python step count t, m, v per parameter."""
+
+    def __init__(self, params: Iterable[torch.nn.Parameter], lr: float = 1e-3, beta1: float = 0.9,
+                 beta2: float = 0.999, epsilon: float = 1e-7) -> None:
+        super().__init__(params, dict(lr=lr, beta1=beta1, beta2=beta2, epsilon=epsilon))
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            for p in params:
+                if not self.state[p]:
+                    self.state[p].update(step=0, m=torch.zeros_like(p), v=torch.zeros_like(p))
+            states = [self.state[p] for p in params]
+            grads = [p.grad for p in params]
+            ms, vs = [s["m"] for s in states], [s["v"] for s in states]
+            b1, b2, lr = group["beta1"], group["beta2"], group["lr"]
+            t = states[0]["step"] + 1
+            for s in states:
+                s["step"] = t
+            torch._foreach_lerp_(ms, grads, 1.0 - b1)  # m ← β1 m + (1−β1) g
+            torch._foreach_mul_(vs, b2)
+            torch._foreach_addcmul_(vs, grads, grads, value=1.0 - b2)
+            bc1 = 1.0 - b1**t
+            r_t = rectification(b2, t)
+            if r_t is None:
+                torch._foreach_add_(params, ms, alpha=-lr / bc1)
+                continue
+            denom = torch._foreach_div(vs, 1.0 - b2**t)  # sqrt(v/(1−β2^t)) + ε, in the port's order
+            torch._foreach_sqrt_(denom)
+            torch._foreach_add_(denom, group["epsilon"])
+            torch._foreach_addcdiv_(params, ms, denom, value=-lr * r_t / bc1)
+        return loss
+
+
+def build_radam(params: Iterable[torch.nn.Parameter], hp: Mapping[str, Any]) -> torch.optim.Optimizer:
+    """TFRAdam, or torch.optim.RAdam for ``semantics=torch`` (shared with lookahead_radam)."""
+    if hp["semantics"] == "torch":
+        return torch.optim.RAdam(params, lr=hp["learning_rate"], betas=(hp["beta1"], hp["beta2"]),
+                                 eps=hp["epsilon"])
+    return TFRAdam(params, lr=hp["learning_rate"], beta1=hp["beta1"], beta2=hp["beta2"], epsilon=hp["epsilon"])
+
+
+@OPTIMIZERS.register
+class RAdam(OptimizerSpec):
+    study_name = "RAdamOptimizer"
+    hyperparameters = {
+        "learning_rate": learning_rate(),
+        "beta1": beta(BETA1_SPACE),
+        "beta2": beta(BETA2_SPACE),
+        "epsilon": positive(),
+        "semantics": semantics(),
+    }
+
+    @classmethod
+    def build(cls, params: Iterable[torch.nn.Parameter], hp: Mapping[str, Any]) -> torch.optim.Optimizer:
+        return build_radam(params, hp)
