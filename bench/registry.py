@@ -24,10 +24,11 @@ class Registry(Generic[T]):
         self._classes: dict[str, type[T]] = {}
 
     def names(self) -> list[str]:
-        """Every plugin module in the package (files starting with ``_`` and ``base`` are infrastructure)."""
+        """Every plugin module in the package (``_*`` modules, ``base`` and sub-packages are infrastructure)."""
         pkg = importlib.import_module(self.package)
         return sorted(
-            m.name for m in pkgutil.iter_modules(pkg.__path__) if not m.name.startswith("_") and m.name != "base"
+            m.name for m in pkgutil.iter_modules(pkg.__path__)
+            if not m.ispkg and not m.name.startswith("_") and m.name != "base"
         )
 
     def register(self, cls: type[T]) -> type[T]:
