@@ -60,7 +60,7 @@ def print_summary(rec: dict[str, Any], skipped: bool, results_dir: Path) -> None
         table.add_row(*row)
     out.print(table)
     steps, wall = rec.get("steps") or 0, rec.get("wall_time_s") or 0.0
-    rate = f"{steps / wall:,.0f} steps/s" if wall > 0 else "n/a"
+    rate = f"{steps / wall:,.3g} steps/s" if wall > 0 else "n/a"
     out.print(f"epochs {rec.get('epochs_completed')}/{rec.get('num_epochs')} · steps {steps} · wall {wall:.2f} s · "
               f"{rate} · grad evals {rec.get('grad_evals'):g} · device {rec.get('device')}")
     if rec.get("best_valid_epoch") is not None:

@@ -115,6 +115,7 @@ def make_step(problem: Problem, model: nn.Module, optimizer: torch.optim.Optimiz
     """
     create_graph = spec_cls.create_graph
     calls = [0]
+
     if spec_cls.needs_closure:
         def step(batch: Batch) -> None:
             def closure(sampled: bool = False) -> torch.Tensor:
@@ -133,6 +134,12 @@ def make_step(problem: Problem, model: nn.Module, optimizer: torch.optim.Optimiz
             loss = problem.compute(model, batch, training=True)[0]
             loss.backward(create_graph=create_graph)
             optimizer.step()
+    if create_graph and problem.device.type == "cuda":
+        plain_step = step
+
+        def step(batch: Batch) -> None:  # noqa: F811 - cuDNN's RNN backward has no double backward (P8 + Sophia-H)
+            with torch.backends.cudnn.flags(enabled=False):
+                plain_step(batch)
     return step, lambda: calls[0]
 
 
@@ -172,6 +179,7 @@ def train(spec: RunSpec, *, device: str | torch.device = "cpu", data_dir: str | 
     model = problem.build_model().to(dev)
     opt_cls = OPTIMIZERS.get(spec.optimizer)
     optimizer = opt_cls.build(model.parameters(), spec.hyperparameters)
+    opt_cls.prepare(optimizer, problem)
     schedule = SCHEDULES.get(spec.schedule)(spec.num_epochs, problem.steps_per_epoch(), **spec.schedule_settings)
     step, closure_calls = make_step(problem, model, optimizer, opt_cls)
     base_lrs = [g["lr"] for g in optimizer.param_groups]

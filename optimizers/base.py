@@ -163,6 +163,11 @@ class OptimizerSpec:
         raise NotImplementedError
 
     @classmethod
+    def prepare(cls, optimizer: torch.optim.Optimizer, problem: Any) -> None:
+        """Called once after ``build`` with the run's problem, for what the update rule needs to know of it (e.g.
+        Sophia-G's number of loss terms behind a batch mean). Duck-typed: optimizers never import problems."""
+
+    @classmethod
     def on_epoch(cls, optimizer: torch.optim.Optimizer, epoch: int, num_epochs: int) -> None:
         """Called by the run loop before each training epoch (e.g. a momentum warm-up adjusts its coefficient)."""
 

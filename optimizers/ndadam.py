@@ -23,9 +23,9 @@ Which tensors are "weight vectors" — ASSUMPTIONS (the optimizer sees tensors, 
 * ``nn.ConvTranspose2d.weight`` is (in, out, kh, kw), so its slices along dim 0 are per *input* channel; TF's
   conv2d_transpose kernel is (kh, kw, out, in), whose last axis is also the input channel, so both readings agree,
   but neither is "per hidden unit" (VAE decoders, P2/P5).
-* ``nn.LSTM``'s ``weight_ih`` (4h, in) and ``weight_hh`` (4h, h) are normalised separately per gate unit; TF's
-  LSTMCell has one kernel over the concatenated [x, h], i.e. one vector per gate unit spanning both (P8 differs).
-  An embedding matrix (vocab, d) is normalised per token.
+* P8's LSTM keeps TF's single (4h, in + h) kernel per layer, so each row is one gate unit's vector over [x, h], as
+  in TF; ``softmax_w`` is (vocab, hidden), rows = output units. An embedding matrix (vocab, d) is normalised per
+  token.
 * 1-D parameters (biases, batch-norm scales and shifts) use Adam. Note P1's θ: TF's variable is 1-D (Adam there),
   a (1, 100) tensor would be normalised as one vector.
 * Initial normalisation happens when the optimizer is built (the algorithm's initialisation step), so the epoch-0

@@ -80,6 +80,10 @@ class Problem:
         raise NotImplementedError
 
     # ------------------------------------------------------------------------------------------------- overridable
+    def sampled_loss_terms(self) -> int:
+        """How many independent terms ``sampled_loss`` averages (examples per batch; tokens for per-token losses)."""
+        return self.batch_size
+
     def sampled_loss(self, model: nn.Module, batch: Batch) -> Tensor:
         """Batch-mean loss on targets drawn from the model's own predictive distribution (no L2).
 
