@@ -6,7 +6,7 @@ HASH := $(shell cat requirements.txt pyproject.toml | sha1sum | cut -c1-12)
 STAMP := $(VENV)/.installed-$(HASH)
 DEMO_DIR ?= results/demo
 
-.PHONY: setup demo test bench clean-demo
+.PHONY: setup demo test bench bench-data
 
 setup: $(STAMP)
 
@@ -26,3 +26,7 @@ test: setup
 
 bench: setup
 	$(PY) -m bench.benchmark
+
+# Steps/s and the share of step time spent on data, per problem (smoke size on any machine; SIZE=full with data).
+bench-data: setup
+	$(PY) -m bench.data_benchmark --size $(or $(SIZE),smoke)
