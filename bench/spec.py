@@ -97,8 +97,9 @@ def make_spec(problem: str, optimizer: str, hyperparameters: Mapping[str, Any], 
         raise SpecError(f"invalid seed={seed!r}: must be an integer >= 0")
     if data_order not in DATA_ORDERS:
         raise SpecError(f"invalid data_order={data_order!r}: must be one of {', '.join(DATA_ORDERS)}")
-    sched = {k: v for k, v in (schedule_settings or {"granularity": "epoch"}).items() if k != "name"}
     try:
+        # Defaults filled in, so the same law written out or left implicit is the same spec (and run_id).
+        sched = sched_cls.canonical_settings(schedule_settings or {})
         sched_cls(num_epochs=max(settings["num_epochs"], 1), steps_per_epoch=1, **sched)
     except (TypeError, ValueError) as err:
         raise SpecError(f"invalid schedule settings for {schedule}: {err}") from None

@@ -27,7 +27,7 @@ from optimizers.base import BETA1_SPACE, BETA2_SPACE, OPTIMIZERS, OptimizerSpec,
 
 @OPTIMIZERS.register
 class AdaBelief(OptimizerSpec):
-    study_name = None  # no AdaBelief folder in the published results (§2)
+    study_name = "AdaBeliefOptimizer"  # the ICML version's 15th optimizer (§8); no folder in the published results
     hyperparameters = {
         "learning_rate": learning_rate(),
         "beta1": beta(BETA1_SPACE),
