@@ -1,19 +1,28 @@
-"""Result records: two Parquet tables under ``results_dir`` with one explicit schema each.
+"""Result records: Parquet tables under ``results_dir`` with one explicit schema each.
 
-``runs/<run_id>.parquet`` holds one row per run, ``curves/<run_id>.parquet`` its per-epoch metrics in long format.
-Each file is written to a hidden temp file and renamed into place (atomic on POSIX); the curves file is written
-first, so a runs file exists only for a finished run and its curves. Readers ignore hidden files, so a kill at any
-moment leaves every visible file complete. Records never run anything.
+A run writes ``runs/<run_id>.parquet`` (one row) and ``curves/<run_id>.parquet`` (its per-epoch metrics in long
+format): the *loose* layout. Each file is written to a hidden temp file and renamed into place (atomic on POSIX);
+the curves file is written first, so a runs file exists only for a finished run and its curves. Readers ignore
+hidden files, so a kill at any moment leaves every visible file complete.
+
+Tens of thousands of one-row files are slow to read, so ``compact`` packs loose records into multi-row
+``part-*.parquet`` files. A loose record always supersedes packed rows of the same run_id (a ``force`` re-run after
+compaction), and compaction removes superseded packed rows, so readers see each run exactly once at every moment,
+even when compaction is killed half-way. Records never run anything.
 """
 from __future__ import annotations
 
 import os
+import re
+import time
 import uuid
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - pa.compute
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
@@ -123,11 +132,50 @@ def write_run(results_dir: str | Path, run: Mapping[str, Any], curves: Iterable[
     return runs_path
 
 
+LOOSE_NAME = re.compile(r"[0-9a-f]{20}")
+
+
+def _is_loose(path: Path) -> bool:
+    return LOOSE_NAME.fullmatch(path.stem) is not None
+
+
+def _visible(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.glob("*.parquet") if not p.name.startswith((".", "_")))
+
+
+def _packed(directory: Path) -> list[Path]:
+    return [p for p in _visible(directory) if not _is_loose(p)]
+
+
+@lru_cache(maxsize=64)
+def _packed_index_cached(directory: str, fingerprint: tuple[tuple[str, int, int], ...]) -> dict[str, str]:
+    index: dict[str, str] = {}
+    for name, _, _ in fingerprint:
+        ids = pq.read_table(Path(directory) / name, columns=["run_id"]).column("run_id").to_pylist()
+        index.update(dict.fromkeys(ids, name))
+    return index
+
+
+def _packed_index(directory: Path) -> dict[str, str]:
+    """run_id → packed file name, cached until the set of packed files changes."""
+    files = _packed(directory)
+    fingerprint = tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in files)
+    return _packed_index_cached(str(directory), fingerprint) if files else {}
+
+
 def find_run(results_dir: str | Path, run_id: str) -> dict[str, Any] | None:
-    path = Path(results_dir) / "runs" / f"{run_id}.parquet"
-    if not path.exists():
+    """The runs row of ``run_id`` (loose file first, then packed files), or None."""
+    directory = Path(results_dir) / "runs"
+    path = directory / f"{run_id}.parquet"
+    if path.exists():
+        return pq.read_table(path, schema=RUNS_SCHEMA).to_pylist()[0]
+    if not directory.is_dir():
         return None
-    return pq.read_table(path, schema=RUNS_SCHEMA).to_pylist()[0]
+    name = _packed_index(directory).get(run_id)
+    if name is None:
+        return None
+    rows = pq.read_table(directory / name, schema=RUNS_SCHEMA, filters=[("run_id", "=", run_id)]).to_pylist()
+    return rows[0] if rows else None
 
 
 def is_finished(results_dir: str | Path, run_id: str) -> bool:
@@ -136,19 +184,83 @@ def is_finished(results_dir: str | Path, run_id: str) -> bool:
     return rec is not None and rec["status"] in FINISHED
 
 
-def _read(results_dir: str | Path, table: str, schema: pa.Schema, filter_expr: Any = None) -> pd.DataFrame:
-    path = Path(results_dir) / table
-    if not path.is_dir() or not any(path.glob("*.parquet")):
-        return schema.empty_table().to_pandas()
-    dataset = ds.dataset(path, schema=schema, format="parquet")
-    return dataset.to_table(filter=filter_expr).to_pandas()
+def read_table(results_dir: str | Path, table: str, schema: pa.Schema, filter_expr: Any = None,
+               columns: list[str] | None = None) -> pd.DataFrame:
+    """One table (runs, curves, cells) as pandas, each run once: loose records shadow packed rows of the same run_id.
+
+    Only the packed/loose rule is handled here; ``filter_expr`` and ``columns`` are pushed down to pyarrow.
+    """
+    directory = Path(results_dir) / table
+    files = _visible(directory) if directory.is_dir() else []
+    empty = schema.empty_table() if columns is None else schema.empty_table().select(columns)
+    if not files:
+        return empty.to_pandas()
+    loose = [p for p in files if _is_loose(p)]
+    packed = [p for p in files if not _is_loose(p)]
+    parts = []
+    if packed:
+        expr = filter_expr
+        if loose:
+            shadowed = ds.field("run_id").isin([p.stem for p in loose])
+            expr = ~shadowed if expr is None else (expr & ~shadowed)
+        parts.append(ds.dataset(packed, schema=schema, format="parquet").to_table(columns=columns, filter=expr))
+    if loose:
+        parts.append(ds.dataset(loose, schema=schema, format="parquet").to_table(columns=columns, filter=filter_expr))
+    return pa.concat_tables(parts).to_pandas()
 
 
 def read_runs(results_dir: str | Path) -> pd.DataFrame:
-    """Every run record (one explicit schema, so columns never go missing)."""
-    return _read(results_dir, "runs", RUNS_SCHEMA)
+    """Every run record, each run once (one explicit schema, so columns never go missing)."""
+    return read_table(results_dir, "runs", RUNS_SCHEMA)
 
 
 def read_curves(results_dir: str | Path, run_ids: Iterable[str] | None = None) -> pd.DataFrame:
     filt = None if run_ids is None else ds.field("run_id").isin(list(run_ids))
-    return _read(results_dir, "curves", CURVES_SCHEMA, filt)
+    return read_table(results_dir, "curves", CURVES_SCHEMA, filt)
+
+
+def compact(results_dir: str | Path) -> int:
+    """Pack every finished loose record into one new part per table; return how many runs were packed.
+
+    Order keeps readers consistent if killed at any point: (1) packed rows that the loose records supersede are
+    dropped from their parts, (2) the new curves part, then the new runs part are written, (3) the loose curves,
+    then the loose runs files are removed. Between the steps a loose record still shadows its packed copy.
+    Safe while runs are being written: only the loose files listed at the start are touched.
+    """
+    root = Path(results_dir)
+    runs_dir, curves_dir = root / "runs", root / "curves"
+    loose_runs = [p for p in _visible(runs_dir) if _is_loose(p)] if runs_dir.is_dir() else []
+    if not loose_runs:
+        return 0
+    ids = [p.stem for p in loose_runs]
+    loose_curves = [curves_dir / f"{i}.parquet" for i in ids if (curves_dir / f"{i}.parquet").exists()]
+    new_runs = ds.dataset(loose_runs, schema=RUNS_SCHEMA, format="parquet").to_table()
+    new_curves = (ds.dataset(loose_curves, schema=CURVES_SCHEMA, format="parquet").to_table()
+                  if loose_curves else CURVES_SCHEMA.empty_table())
+    # A run whose loose curves are already gone (a killed earlier compaction) keeps its packed curves.
+    shadowed = {curves_dir: pa.array([p.stem for p in loose_curves], pa.string()), runs_dir: pa.array(ids)}
+    for directory, schema in ((curves_dir, CURVES_SCHEMA), (runs_dir, RUNS_SCHEMA)):
+        id_set = shadowed[directory]
+        for part in _packed(directory) if directory.is_dir() and len(id_set) else []:
+            table = pq.read_table(part, schema=schema)
+            keep = pa.compute.invert(pa.compute.is_in(table.column("run_id"), value_set=id_set))
+            if not pa.compute.all(keep).as_py():
+                _write_atomic(table.filter(keep), part)
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    name = f"part-{stamp}-{uuid.uuid4().hex[:8]}.parquet"
+    if new_curves.num_rows:
+        _write_atomic(new_curves, curves_dir / name)
+    _write_atomic(new_runs, runs_dir / name)
+    for path in loose_curves + loose_runs:
+        path.unlink(missing_ok=True)
+    return len(ids)
+
+
+def compact_main(argv: list[str] | None = None) -> None:
+    """``valley-compact [results_dir]``: pack loose per-run records into multi-row Parquet parts."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=compact_main.__doc__)
+    parser.add_argument("results_dir", nargs="?", default="results")
+    args = parser.parse_args(argv)
+    print(f"packed {compact(args.results_dir)} runs under {args.results_dir}/runs and curves")

@@ -18,10 +18,11 @@ by ``lr/base_lr`` and adds 1e-15 inside the square root (``sqrt(v + 1e-15) + ε`
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, ClassVar, Iterable, Mapping
+from typing import Any, ClassVar, Iterable, Mapping
 
 import torch
 
+from optimizers._moments import MomentOptimizer, update_moments
 from optimizers.base import (BETA1_SPACE, BETA2_SPACE, Hyper, LogUniform, OptimizerSpec, beta, learning_rate,
                              positive, semantics)
 
@@ -31,7 +32,7 @@ def bounds(final_lr: float, gamma: float, t: int) -> tuple[float, float]:
     return final_lr * (1.0 - 1.0 / (gamma * t + 1.0)), final_lr * (1.0 + 1.0 / (gamma * t))
 
 
-class AdaBound(torch.optim.Optimizer):
+class AdaBound(MomentOptimizer):
     """AdaBound (``amsbound=False``) or AMSBound; ``scale_final_lr`` selects the torch semantics (see module doc).
 
     Each group remembers its construction-time rate as ``base_lr`` (a group key, so it survives state_dict).
@@ -50,47 +51,31 @@ class AdaBound(torch.optim.Optimizer):
             return group["final_lr"]
         return group["final_lr"] * group["lr"] / group["base_lr"]
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
-            ams = group["amsbound"]
-            for p in params:
-                if not self.state[p]:
-                    self.state[p].update(step=0, m=torch.zeros_like(p), v=torch.zeros_like(p))
-                    if ams:
-                        self.state[p]["v_hat"] = torch.zeros_like(p)
-            states = [self.state[p] for p in params]
-            grads = [p.grad for p in params]
-            ms, vs = [s["m"] for s in states], [s["v"] for s in states]
-            b1, b2 = group["beta1"], group["beta2"]
-            t = states[0]["step"] + 1
-            for s in states:
-                s["step"] = t
-            torch._foreach_lerp_(ms, grads, 1.0 - b1)  # m ← β1 m + (1−β1) g
-            torch._foreach_mul_(vs, b2)
-            torch._foreach_addcmul_(vs, grads, grads, value=1.0 - b2)
-            if ams:
-                v_hats = [s["v_hat"] for s in states]
-                torch._foreach_maximum_(v_hats, vs)
-                vs = v_hats
-            lr_t = group["lr"] * math.sqrt(1.0 - b2**t) / (1.0 - b1**t)
-            eta = torch._foreach_sqrt(vs)  # η = lr_t / (sqrt(v) + ε)
-            torch._foreach_add_(eta, group["epsilon"])
-            torch._foreach_reciprocal_(eta)
-            torch._foreach_mul_(eta, lr_t)
-            low, high = bounds(self._final_lr(group), group["gamma"], t)
-            torch._foreach_clamp_min_(eta, low)
-            torch._foreach_clamp_max_(eta, high)
-            torch._foreach_mul_(eta, ms)
-            torch._foreach_sub_(params, eta)
-        return loss
+    def init_state(self, p: torch.Tensor, group: dict[str, Any]) -> dict[str, torch.Tensor]:
+        state = super().init_state(p, group)
+        if group["amsbound"]:
+            state["v_hat"] = torch.zeros_like(p)
+        return state
+
+    def update(self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor],
+               states: list[dict[str, Any]], t: int) -> None:
+        ms, vs = [s["m"] for s in states], [s["v"] for s in states]
+        b1, b2 = group["beta1"], group["beta2"]
+        update_moments(ms, vs, grads, b1, b2)
+        if group["amsbound"]:
+            v_hats = [s["v_hat"] for s in states]
+            torch._foreach_maximum_(v_hats, vs)
+            vs = v_hats
+        lr_t = group["lr"] * math.sqrt(1.0 - b2**t) / (1.0 - b1**t)
+        eta = torch._foreach_sqrt(vs)  # η = lr_t / (sqrt(v) + ε)
+        torch._foreach_add_(eta, group["epsilon"])
+        torch._foreach_reciprocal_(eta)
+        torch._foreach_mul_(eta, lr_t)
+        low, high = bounds(self._final_lr(group), group["gamma"], t)
+        torch._foreach_clamp_min_(eta, low)
+        torch._foreach_clamp_max_(eta, high)
+        torch._foreach_mul_(eta, ms)
+        torch._foreach_sub_(params, eta)
 
 
 class AdaBoundSpec(OptimizerSpec):

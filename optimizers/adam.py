@@ -8,47 +8,37 @@ sqrt(v̂), i.e. an effective ε that shrinks with t, so it cannot express this r
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 import torch
 
+from optimizers._moments import MomentOptimizer, update_moments
 from optimizers.base import (BETA1_SPACE, BETA2_SPACE, OPTIMIZERS, OptimizerSpec, beta, learning_rate, positive,
                              semantics)
 
 
-class TFAdam(torch.optim.Optimizer):
+class TFAdam(MomentOptimizer):
     def __init__(self, params: Iterable[torch.nn.Parameter], lr: float = 1e-3, beta1: float = 0.9,
                  beta2: float = 0.999, epsilon: float = 1e-8) -> None:
         super().__init__(params, dict(lr=lr, beta1=beta1, beta2=beta2, epsilon=epsilon))
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
-            for p in params:
-                if not self.state[p]:
-                    self.state[p].update(step=0, m=torch.zeros_like(p), v=torch.zeros_like(p))
-            states = [self.state[p] for p in params]
-            grads = [p.grad for p in params]
-            ms, vs = [s["m"] for s in states], [s["v"] for s in states]
-            b1, b2 = group["beta1"], group["beta2"]
-            t = states[0]["step"] + 1
-            for s in states:
-                s["step"] = t
-            torch._foreach_lerp_(ms, grads, 1.0 - b1)  # m ← β1 m + (1−β1) g
-            torch._foreach_mul_(vs, b2)
-            torch._foreach_addcmul_(vs, grads, grads, value=1.0 - b2)
-            lr_t = group["lr"] * math.sqrt(1.0 - b2**t) / (1.0 - b1**t)
-            denom = torch._foreach_sqrt(vs)
-            torch._foreach_add_(denom, group["epsilon"])
-            torch._foreach_addcdiv_(params, ms, denom, value=-lr_t)
-        return loss
+    def update(self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor],
+               states: list[dict[str, Any]], t: int) -> None:
+        ms, vs = [s["m"] for s in states], [s["v"] for s in states]
+        b1, b2 = group["beta1"], group["beta2"]
+        update_moments(ms, vs, grads, b1, b2)
+        lr_t = group["lr"] * math.sqrt(1.0 - b2**t) / (1.0 - b1**t)
+        denom = torch._foreach_sqrt(self.denominator_moments(states, vs))
+        torch._foreach_add_(denom, group["epsilon"])
+        torch._foreach_addcdiv_(params, self.numerator(ms, grads, b1), denom, value=-lr_t)
+
+    def numerator(self, ms: list[torch.Tensor], grads: list[torch.Tensor], beta1: float) -> list[torch.Tensor]:
+        """What multiplies the step (Adam: m; NAdam overrides)."""
+        return ms
+
+    def denominator_moments(self, states: list[dict[str, Any]], vs: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The second moments under the square root (Adam: v; AMSGrad overrides)."""
+        return vs
 
 
 @OPTIMIZERS.register

@@ -12,8 +12,7 @@ torch.optim.Adam(amsgrad=True) keeps the same maximum but adds ε to the bias-co
 """
 from __future__ import annotations
 
-import math
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 import torch
 
@@ -24,35 +23,13 @@ from optimizers.base import OPTIMIZERS, OptimizerSpec
 class TFAMSGrad(TFAdam):
     """TF Adam's constructor and moment updates; the step divides by the running maximum of v."""
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
-            for p in params:
-                if not self.state[p]:
-                    self.state[p].update(step=0, m=torch.zeros_like(p), v=torch.zeros_like(p),
-                                         v_max=torch.zeros_like(p))
-            states = [self.state[p] for p in params]
-            grads = [p.grad for p in params]
-            ms, vs, v_maxs = [s["m"] for s in states], [s["v"] for s in states], [s["v_max"] for s in states]
-            b1, b2 = group["beta1"], group["beta2"]
-            t = states[0]["step"] + 1
-            for s in states:
-                s["step"] = t
-            torch._foreach_lerp_(ms, grads, 1.0 - b1)
-            torch._foreach_lerp_(vs, torch._foreach_mul(grads, grads), 1.0 - b2)
-            torch._foreach_maximum_(v_maxs, vs)
-            lr_t = group["lr"] * math.sqrt(1.0 - b2**t) / (1.0 - b1**t)
-            denom = torch._foreach_sqrt(v_maxs)
-            torch._foreach_add_(denom, group["epsilon"])
-            torch._foreach_addcdiv_(params, ms, denom, value=-lr_t)
-        return loss
+    def init_state(self, p: torch.Tensor, group: dict[str, Any]) -> dict[str, torch.Tensor]:
+        return {**super().init_state(p, group), "v_max": torch.zeros_like(p)}
+
+    def denominator_moments(self, states: list[dict[str, Any]], vs: list[torch.Tensor]) -> list[torch.Tensor]:
+        v_maxs = [s["v_max"] for s in states]
+        torch._foreach_maximum_(v_maxs, vs)
+        return v_maxs
 
 
 @OPTIMIZERS.register

@@ -13,8 +13,7 @@ torch.optim.NAdam implements Dozat's full algorithm instead: a warming-up moment
 """
 from __future__ import annotations
 
-import math
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 import torch
 
@@ -25,35 +24,10 @@ from optimizers.base import OPTIMIZERS, OptimizerSpec
 class TFNadam(TFAdam):
     """TF Adam's constructor and moment updates; the step uses the Nesterov numerator β1·m + (1−β1)·g."""
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
-            for p in params:
-                if not self.state[p]:
-                    self.state[p].update(step=0, m=torch.zeros_like(p), v=torch.zeros_like(p))
-            states = [self.state[p] for p in params]
-            grads = [p.grad for p in params]
-            ms, vs = [s["m"] for s in states], [s["v"] for s in states]
-            b1, b2 = group["beta1"], group["beta2"]
-            t = states[0]["step"] + 1
-            for s in states:
-                s["step"] = t
-            torch._foreach_lerp_(ms, grads, 1.0 - b1)
-            torch._foreach_lerp_(vs, torch._foreach_mul(grads, grads), 1.0 - b2)
-            numer = torch._foreach_mul(grads, 1.0 - b1)
-            torch._foreach_add_(numer, ms, alpha=b1)
-            lr_t = group["lr"] * math.sqrt(1.0 - b2**t) / (1.0 - b1**t)
-            denom = torch._foreach_sqrt(vs)
-            torch._foreach_add_(denom, group["epsilon"])
-            torch._foreach_addcdiv_(params, numer, denom, value=-lr_t)
-        return loss
+    def numerator(self, ms: list[torch.Tensor], grads: list[torch.Tensor], beta1: float) -> list[torch.Tensor]:
+        numer = torch._foreach_mul(grads, 1.0 - beta1)
+        torch._foreach_add_(numer, ms, alpha=beta1)
+        return numer
 
 
 @OPTIMIZERS.register

@@ -36,11 +36,12 @@ Which tensors are "weight vectors" — ASSUMPTIONS (the optimizer sees tensors, 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 import torch
 from torch import Tensor
 
+from optimizers._moments import MomentOptimizer
 from optimizers.base import BETA1_SPACE, BETA2_SPACE, OPTIMIZERS, OptimizerSpec, beta, learning_rate, positive
 
 
@@ -54,7 +55,7 @@ def _normalised(w: Tensor) -> Tensor:
     return w / w.norm(dim=1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
 
 
-class NDAdam(torch.optim.Optimizer):
+class NDAdam(MomentOptimizer):
     def __init__(self, params: Iterable[torch.nn.Parameter], lr: float = 1e-3, beta1: float = 0.9,
                  beta2: float = 0.999, epsilon: float = 1e-8) -> None:
         super().__init__(params, dict(lr=lr, beta1=beta1, beta2=beta2, epsilon=epsilon))
@@ -64,35 +65,21 @@ class NDAdam(torch.optim.Optimizer):
                     if p.requires_grad and is_weight_vectors(p):
                         p.copy_(_normalised(p.reshape(p.shape[0], -1)).view_as(p))
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
-            for p in params:
-                if not self.state[p]:
-                    if is_weight_vectors(p):  # one second moment per weight vector
-                        v = torch.zeros(p.shape[0], 1, dtype=p.dtype, device=p.device)
-                    else:
-                        v = torch.zeros_like(p)
-                    self.state[p].update(step=0, m=torch.zeros_like(p), v=v)
-            t = self.state[params[0]]["step"] + 1
-            for p in params:
-                self.state[p]["step"] = t
-            b1, b2, lr, eps = group["beta1"], group["beta2"], group["lr"], group["epsilon"]
-            bc1, sqrt_bc2 = 1.0 - b1**t, math.sqrt(1.0 - b2**t)
-            vectors = [p for p in params if is_weight_vectors(p)]
-            others = [p for p in params if not is_weight_vectors(p)]
-            for p in vectors:
-                self._vector_step(p, b1, b2, lr / bc1, sqrt_bc2, eps)
-            if others:
-                self._adam_step(others, b1, b2, lr / bc1, sqrt_bc2, eps)
-        return loss
+    def init_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Tensor]:
+        if is_weight_vectors(p):  # one second moment per weight vector
+            return {"m": torch.zeros_like(p), "v": torch.zeros(p.shape[0], 1, dtype=p.dtype, device=p.device)}
+        return super().init_state(p, group)
+
+    def update(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]],
+               t: int) -> None:
+        b1, b2, lr, eps = group["beta1"], group["beta2"], group["lr"], group["epsilon"]
+        bc1, sqrt_bc2 = 1.0 - b1**t, math.sqrt(1.0 - b2**t)
+        vectors = [p for p in params if is_weight_vectors(p)]
+        others = [p for p in params if not is_weight_vectors(p)]
+        for p in vectors:
+            self._vector_step(p, b1, b2, lr / bc1, sqrt_bc2, eps)
+        if others:
+            self._adam_step(others, b1, b2, lr / bc1, sqrt_bc2, eps)
 
     def _vector_step(self, p: Tensor, b1: float, b2: float, step_size: float, sqrt_bc2: float, eps: float) -> None:
         """ND-Adam on the rows of one weight tensor; ``step_size`` = lr/(1−β1^t)."""

@@ -18,12 +18,13 @@ not exactly 5 for any β2 the study draws (for β2 = .999: ρ_5 ≈ 4.996, ρ_6 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 import torch
 
-from optimizers.base import (BETA1_SPACE, BETA2_SPACE, OPTIMIZERS, OptimizerSpec, beta, learning_rate, positive,
-                             semantics)
+from optimizers.adam import Adam
+from optimizers._moments import MomentOptimizer, update_moments
+from optimizers.base import (OPTIMIZERS, OptimizerSpec)
 
 RHO_THRESHOLD = 5.0
 
@@ -38,46 +39,27 @@ def rectification(beta2: float, t: int) -> float | None:
     return math.sqrt((rho_t - 4.0) / (rho_inf - 4.0) * (rho_t - 2.0) / (rho_inf - 2.0) * rho_inf / rho_t)
 
 
-class TFRAdam(torch.optim.Optimizer):
+class TFRAdam(MomentOptimizer):
     """The Keras-port RAdam update (see module docstring); state: python step count t, m, v per parameter."""
 
     def __init__(self, params: Iterable[torch.nn.Parameter], lr: float = 1e-3, beta1: float = 0.9,
                  beta2: float = 0.999, epsilon: float = 1e-7) -> None:
         super().__init__(params, dict(lr=lr, beta1=beta1, beta2=beta2, epsilon=epsilon))
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
-            for p in params:
-                if not self.state[p]:
-                    self.state[p].update(step=0, m=torch.zeros_like(p), v=torch.zeros_like(p))
-            states = [self.state[p] for p in params]
-            grads = [p.grad for p in params]
-            ms, vs = [s["m"] for s in states], [s["v"] for s in states]
-            b1, b2, lr = group["beta1"], group["beta2"], group["lr"]
-            t = states[0]["step"] + 1
-            for s in states:
-                s["step"] = t
-            torch._foreach_lerp_(ms, grads, 1.0 - b1)  # m ← β1 m + (1−β1) g
-            torch._foreach_mul_(vs, b2)
-            torch._foreach_addcmul_(vs, grads, grads, value=1.0 - b2)
-            bc1 = 1.0 - b1**t
-            r_t = rectification(b2, t)
-            if r_t is None:
-                torch._foreach_add_(params, ms, alpha=-lr / bc1)
-                continue
-            denom = torch._foreach_div(vs, 1.0 - b2**t)  # sqrt(v/(1−β2^t)) + ε, in the port's order
-            torch._foreach_sqrt_(denom)
-            torch._foreach_add_(denom, group["epsilon"])
-            torch._foreach_addcdiv_(params, ms, denom, value=-lr * r_t / bc1)
-        return loss
+    def update(self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor],
+               states: list[dict[str, Any]], t: int) -> None:
+        ms, vs = [s["m"] for s in states], [s["v"] for s in states]
+        b1, b2, lr = group["beta1"], group["beta2"], group["lr"]
+        update_moments(ms, vs, grads, b1, b2)
+        bc1 = 1.0 - b1**t
+        r_t = rectification(b2, t)
+        if r_t is None:
+            torch._foreach_add_(params, ms, alpha=-lr / bc1)
+            return
+        denom = torch._foreach_div(vs, 1.0 - b2**t)  # sqrt(v/(1−β2^t)) + ε, in the port's order
+        torch._foreach_sqrt_(denom)
+        torch._foreach_add_(denom, group["epsilon"])
+        torch._foreach_addcdiv_(params, ms, denom, value=-lr * r_t / bc1)
 
 
 def build_radam(params: Iterable[torch.nn.Parameter], hp: Mapping[str, Any]) -> torch.optim.Optimizer:
@@ -91,13 +73,7 @@ def build_radam(params: Iterable[torch.nn.Parameter], hp: Mapping[str, Any]) -> 
 @OPTIMIZERS.register
 class RAdam(OptimizerSpec):
     study_name = "RAdamOptimizer"
-    hyperparameters = {
-        "learning_rate": learning_rate(),
-        "beta1": beta(BETA1_SPACE),
-        "beta2": beta(BETA2_SPACE),
-        "epsilon": positive(),
-        "semantics": semantics(),
-    }
+    hyperparameters = dict(Adam.hyperparameters)  # lr, β1, β2 drawn as Adam's (§2.2); ε fixed
 
     @classmethod
     def build(cls, params: Iterable[torch.nn.Parameter], hp: Mapping[str, Any]) -> torch.optim.Optimizer:

@@ -14,58 +14,47 @@ multiplies the buffer instead of being folded into it. None of this is configura
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 import torch
 
+from optimizers._moments import MomentOptimizer
 from optimizers.base import (MOMENTUM_SPACE, OPTIMIZERS, Hyper, OptimizerSpec, beta, learning_rate, positive,
                              semantics)
 
 
-class TFRMSProp(torch.optim.Optimizer):
+class TFRMSProp(MomentOptimizer):
     def __init__(self, params: Iterable[torch.nn.Parameter], lr: float = 1e-3, decay: float = 0.9,
                  momentum: float = 0.0, epsilon: float = 1e-10, centered: bool = False) -> None:
         super().__init__(params, dict(lr=lr, decay=decay, momentum=momentum, epsilon=epsilon, centered=centered))
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
-            centered, momentum = group["centered"], group["momentum"]
-            for p in params:
-                state = self.state[p]
-                if not state:
-                    state["ms"] = torch.ones_like(p)
-                if centered and "mg" not in state:
-                    state["mg"] = torch.zeros_like(p)
-                if momentum != 0.0 and "mom" not in state:
-                    state["mom"] = torch.zeros_like(p)
-            states = [self.state[p] for p in params]
-            grads = [p.grad for p in params]
-            weight = 1.0 - group["decay"]
-            torch._foreach_lerp_([s["ms"] for s in states], torch._foreach_mul(grads, grads), weight)
-            if centered:
-                mgs = [s["mg"] for s in states]
-                torch._foreach_lerp_(mgs, grads, weight)
-                denom = torch._foreach_addcmul([s["ms"] for s in states], mgs, mgs, value=-1.0)
-                torch._foreach_add_(denom, group["epsilon"])
-            else:
-                denom = torch._foreach_add([s["ms"] for s in states], group["epsilon"])
-            torch._foreach_sqrt_(denom)
-            if momentum == 0.0:  # mom = 0·mom + x = x exactly, so the buffer is not needed
-                torch._foreach_addcdiv_(params, grads, denom, value=-group["lr"])
-            else:
-                moms = [s["mom"] for s in states]
-                torch._foreach_mul_(moms, momentum)
-                torch._foreach_addcdiv_(moms, grads, denom, value=group["lr"])
-                torch._foreach_sub_(params, moms)
-        return loss
+    def init_state(self, p: torch.Tensor, group: dict[str, Any]) -> dict[str, torch.Tensor]:
+        state = {"ms": torch.ones_like(p)}  # TF 1.x: ones_initializer
+        if group["centered"]:
+            state["mg"] = torch.zeros_like(p)
+        if group["momentum"] != 0.0:
+            state["mom"] = torch.zeros_like(p)
+        return state
+
+    def update(self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor],
+               states: list[dict[str, Any]], t: int) -> None:
+        weight = 1.0 - group["decay"]
+        torch._foreach_lerp_([s["ms"] for s in states], torch._foreach_mul(grads, grads), weight)
+        if group["centered"]:
+            mgs = [s["mg"] for s in states]
+            torch._foreach_lerp_(mgs, grads, weight)
+            denom = torch._foreach_addcmul([s["ms"] for s in states], mgs, mgs, value=-1.0)
+            torch._foreach_add_(denom, group["epsilon"])
+        else:
+            denom = torch._foreach_add([s["ms"] for s in states], group["epsilon"])
+        torch._foreach_sqrt_(denom)
+        if group["momentum"] == 0.0:  # mom = 0·mom + x = x exactly, so the buffer is not needed
+            torch._foreach_addcdiv_(params, grads, denom, value=-group["lr"])
+        else:
+            moms = [s["mom"] for s in states]
+            torch._foreach_mul_(moms, group["momentum"])
+            torch._foreach_addcdiv_(moms, grads, denom, value=group["lr"])
+            torch._foreach_sub_(params, moms)
 
 
 @OPTIMIZERS.register

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -83,3 +84,59 @@ def test_failed_run_recorded_then_retried(tmp_path, monkeypatch) -> None:
 
 def test_empty_results_dir_reads_empty_frames(tmp_path) -> None:
     assert records.read_runs(tmp_path).empty and list(records.read_runs(tmp_path).columns) == records.RUNS_SCHEMA.names
+
+
+def _three_runs(tmp_path) -> list[str]:
+    return [execute(spec(seed=s), tmp_path, device="cpu").run_id for s in (42, 43, 44)]
+
+
+def test_compact_packs_and_readers_see_each_run_once(tmp_path) -> None:
+    ids = _three_runs(tmp_path)
+    before_runs, before_curves = records.read_runs(tmp_path), records.read_curves(tmp_path)
+    assert records.compact(tmp_path) == 3
+    assert not [p for p in (tmp_path / "runs").glob("*.parquet") if records._is_loose(p)]
+    assert len(list((tmp_path / "runs").glob("part-*.parquet"))) == 1
+    after_runs, after_curves = records.read_runs(tmp_path), records.read_curves(tmp_path)
+    pd.testing.assert_frame_equal(before_runs.sort_values("run_id").reset_index(drop=True),
+                                  after_runs.sort_values("run_id").reset_index(drop=True))
+    assert len(after_curves) == len(before_curves) == 3 * 9
+    assert len(pd.read_parquet(tmp_path / "runs")) == 3  # plain pandas reads the packed layout too
+    # Lookups and skipping work on packed records.
+    assert records.find_run(tmp_path, ids[1])["seed"] == 43 and records.is_finished(tmp_path, ids[1])
+    assert execute(spec(seed=43), tmp_path, device="cpu").skipped
+    assert records.compact(tmp_path) == 0
+
+
+def test_forced_rerun_after_compaction_shadows_then_replaces_packed_row(tmp_path) -> None:
+    ids = _three_runs(tmp_path)
+    records.compact(tmp_path)
+    redo = execute(spec(seed=42), tmp_path, device="cpu", force=True)
+    runs = records.read_runs(tmp_path)
+    assert len(runs) == 3 and runs.set_index("run_id").loc[ids[0], "finished_at"] == redo.record["finished_at"]
+    assert len(records.read_curves(tmp_path, [ids[0]])) == 9
+    assert records.compact(tmp_path) == 1
+    runs = records.read_runs(tmp_path)
+    assert len(runs) == 3 and runs.set_index("run_id").loc[ids[0], "finished_at"] == redo.record["finished_at"]
+    assert len(pd.read_parquet(tmp_path / "curves")) == 27  # the superseded packed rows are gone
+
+
+def test_compaction_killed_between_steps_stays_consistent(tmp_path, monkeypatch) -> None:
+    _three_runs(tmp_path)
+    real_unlink = Path.unlink
+    calls = []
+
+    def dying_unlink(self, *a, **k):  # the kill lands after the parts are written, mid-way through cleanup
+        if not self.name.startswith("."):  # temp files of the atomic writer do not count
+            calls.append(self)
+            if len(calls) == 2:
+                raise KeyboardInterrupt
+        return real_unlink(self, *a, **k)
+
+    monkeypatch.setattr(Path, "unlink", dying_unlink)
+    with pytest.raises(KeyboardInterrupt):
+        records.compact(tmp_path)
+    monkeypatch.undo()
+    assert len(calls) == 2 and not calls[0].exists()  # one loose curves file gone, the rest still there
+    assert len(records.read_runs(tmp_path)) == 3 and len(records.read_curves(tmp_path)) == 27
+    records.compact(tmp_path)
+    assert len(pd.read_parquet(tmp_path / "runs")) == 3 and len(pd.read_parquet(tmp_path / "curves")) == 27
