@@ -134,7 +134,7 @@ def make_step(problem: Problem, model: nn.Module, optimizer: torch.optim.Optimiz
             loss = problem.compute(model, batch, training=True)[0]
             loss.backward(create_graph=create_graph)
             optimizer.step()
-    if create_graph and problem.device.type == "cuda":
+    if create_graph and any(p.is_cuda for p in model.parameters()):
         plain_step = step
 
         def step(batch: Batch) -> None:  # noqa: F811 - cuDNN's RNN backward has no double backward (P8 + Sophia-H)
