@@ -2,6 +2,11 @@
 
 Bad input never reaches Hydra's multi-line errors or a traceback: unknown group options and unknown keys are checked
 against ``conf/`` before Hydra starts, and spec validation errors are printed as one line (exit code 2).
+
+Before Hydra runs, ``main`` expands the command line into its jobs exactly as Hydra's basic sweeper will
+(``bench.tuning.sweep``): a dry run (``dry_run=true``, ``valley-plan``) prints the plan of all of them and exits, and a
+sweep with budgets gets one live progress display across all its cells (the basic launcher runs jobs in this
+process, one after another). Commands with other Hydra flags (``--help``, ``--cfg``, ...) go to Hydra untouched.
 """
 from __future__ import annotations
 
@@ -9,6 +14,8 @@ import os
 import sys
 from pathlib import Path
 from typing import Any
+
+from bench.tuning import sweep
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 GROUPS = ("problem", "optimizer", "schedule", "budget", "experiment")
@@ -24,13 +31,7 @@ def group_options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
-def _sweep_values(value: str) -> list[str]:
-    """The option names in an override value: ``adam``, ``adam,sgd`` or ``choice(adam,sgd)``."""
-    value = value.strip()
-    for fn in ("choice(", "glob("):
-        if value.startswith(fn) and value.endswith(")"):
-            value = value[len(fn):-1]
-    return [v.strip().strip("'\"") for v in value.split(",") if v.strip()]
+_sweep_values = sweep.sweep_values
 
 
 def precheck(argv: list[str]) -> str | None:
@@ -56,8 +57,15 @@ def precheck(argv: list[str]) -> str | None:
         elif "." in bare and bare.split(".", 1)[0] in GROUPS[:3]:
             group, sub = bare.split(".", 1)
             keyed.append((group, sub, key))
+        elif bare.split(".", 1)[0] in ("tuning", "budget") and "." in bare:
+            from bench.tuning.settings import check_override
+
+            error = check_override(bare, value)
+            if error:
+                return error
         elif bare not in TOP_LEVEL and not key.startswith("+"):
-            return f"unknown setting '{bare}'; valid: {', '.join(TOP_LEVEL)} or {', '.join(GROUPS[:3])}.<key>"
+            return (f"unknown setting '{bare}'; valid: {', '.join(TOP_LEVEL)} or "
+                    f"{', '.join(GROUPS[:3])}.<key>, tuning.<key>, budget.samples")
     if "experiment" in chosen:
         return None  # presets may change the defaults; Hydra and spec validation check the rest
     entries = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "config.yaml"))["defaults"]
@@ -75,12 +83,58 @@ def precheck(argv: list[str]) -> str | None:
     return None
 
 
+def check_jobs(jobs: list[list[str]]) -> str | None:
+    """Group options of the expanded jobs (a preset's sweep values are not on the command line)."""
+    seen: set[tuple[str, str]] = set()
+    for job in jobs:
+        for override in job:
+            key, _, value = override.partition("=")
+            group = key.lstrip("+~")
+            if group in GROUPS and (group, value) not in seen:
+                seen.add((group, value))
+                if value != "null" and value not in group_options(group):
+                    return f"unknown {group} '{value}'; valid: {', '.join(group_options(group))}"
+    return None
+
+
 def main() -> None:
-    error = precheck(sys.argv[1:])
+    argv = sys.argv[1:]
+    error = precheck(argv)
     if error:
         fail(error)
     os.environ.setdefault("HYDRA_FULL_ERROR", "0")
-    _hydra_entry()
+    split = sweep.split_argv(argv)
+    if split is None:
+        _hydra_entry()
+        return
+    multirun, overrides = split
+    try:
+        jobs = sweep.expand(overrides, multirun)
+        error = check_jobs(jobs)
+        if error:
+            fail(error)
+        cfgs = sweep.compose_jobs(jobs)
+    except sweep.SweepError as err:
+        fail(str(err))
+        return
+    from bench.tuning import cli as tuning_cli
+    from bench.tuning import progress
+
+    if any(c.get("dry_run") for c in cfgs):
+        tuning_cli.print_plan(tuning_cli.plan_of_configs(cfgs))
+        return
+    tuned = [c for c in cfgs if c.get("budget")]
+    if tuned:
+        plan = tuning_cli.plan_of_configs(tuned)
+        progress.start_sweep(plan, show_live=all(bool(c.get("progress", True)) for c in tuned))
+    try:
+        _hydra_entry()
+    finally:
+        tracker = progress.stop_sweep()
+    if tracker is not None and tracker.cells_done:  # (a launcher running jobs elsewhere reports there)
+        print(tracker.summary(), flush=True)
+        if tracker.cells_partial:
+            sys.exit(1)
 
 
 def plan_main() -> None:
@@ -113,6 +167,11 @@ def run_from_config(cfg: dict[str, Any]) -> None:
         spec = spec_from_config(cfg)
     except SpecError as err:
         fail(str(err))
+        return
+    if cfg.get("dry_run"):  # reached only when Hydra was called with its own flags; main() plans the rest
+        from bench.tuning.cli import plan_of_configs, print_plan
+
+        print_plan(plan_of_configs([cfg]))
         return
     from bench.console import run_single
 

@@ -42,7 +42,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bench.records import CELLS_SCHEMA, CURVES_SCHEMA, RUNS_SCHEMA, _write_atomic
+from bench.records import CELLS_SCHEMA, CURVES_SCHEMA, RUNS_SCHEMA, write_atomic
 
 SOURCE = "crowded_valley"
 OPTIMIZER_NAMES = {
@@ -344,8 +344,8 @@ def _write_group(results_dir: Path, g: Group, runs: list[Parsed], batch: int) ->
         runs_table = pa.Table.from_pylist([{k: r.row.get(k) for k in RUNS_SCHEMA.names} for r in chunk],
                                           schema=RUNS_SCHEMA)
         name = f"{stem}-{i // batch:03d}.parquet"
-        _write_atomic(curves, results_dir / "curves" / name)   # curves first, as bench/records.py does
-        _write_atomic(runs_table, results_dir / "runs" / name)
+        write_atomic(curves, results_dir / "curves" / name)   # curves first, as bench/records.py does
+        write_atomic(runs_table, results_dir / "runs" / name)
         rows_written += curves.num_rows
     return rows_written
 
@@ -363,7 +363,7 @@ def _merge_cells(results_dir: Path, cells: list[dict[str, Any]], gone: set[str])
         fresh = set(new.column("cell_id").to_pylist()) | gone
         keep = pa.array([c not in fresh for c in old.column("cell_id").to_pylist()], pa.bool_())
         new = pa.concat_tables([old.filter(keep), new])
-    _write_atomic(new, path)
+    write_atomic(new, path)
 
 
 def import_tree(path: str | Path, results_dir: str | Path, *, batch: int = 200) -> ImportSummary:

@@ -96,12 +96,15 @@ CELLS_SCHEMA = pa.schema([
     ("test_std", pa.float64()),            # population std (ddof=0), as DeepOBS
     ("status", pa.string()),               # complete | partial
     ("updated_at", TS),
+    ("tuner", pa.string()),                # oneshot | <sampler>+<pruner> (study+none = the study's random search)
+    ("pruned_trials", pa.int64()),         # trials stopped early by a pruner (beyond the study)
+    ("saved_epochs", pa.int64()),          # training epochs the pruner saved
 ])
 
 FINISHED = ("completed", "diverged")
 
 
-def _write_atomic(table: pa.Table, path: Path) -> None:
+def write_atomic(table: pa.Table, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
     try:
@@ -126,13 +129,13 @@ def write_run(results_dir: str | Path, run: Mapping[str, Any], curves: Iterable[
         "value": [float(r[3]) for r in rows],
     }, schema=CURVES_SCHEMA)
     runs_table = pa.Table.from_pylist([{k: run.get(k) for k in RUNS_SCHEMA.names}], schema=RUNS_SCHEMA)
-    _write_atomic(curves_table, root / "curves" / f"{run_id}.parquet")
+    write_atomic(curves_table, root / "curves" / f"{run_id}.parquet")
     runs_path = root / "runs" / f"{run_id}.parquet"
-    _write_atomic(runs_table, runs_path)
+    write_atomic(runs_table, runs_path)
     return runs_path
 
 
-LOOSE_NAME = re.compile(r"[0-9a-f]{20}")
+LOOSE_NAME = re.compile(r"[0-9a-f]{20}")  # <run_id>.parquet (or <cell_id>.parquet); packed files have other names
 
 
 def _is_loose(path: Path) -> bool:
@@ -197,11 +200,12 @@ def read_table(results_dir: str | Path, table: str, schema: pa.Schema, filter_ex
         return empty.to_pandas()
     loose = [p for p in files if _is_loose(p)]
     packed = [p for p in files if not _is_loose(p)]
+    key = "cell_id" if "cell_id" in schema.names else "run_id"  # a loose file is named after its key
     parts = []
     if packed:
         expr = filter_expr
         if loose:
-            shadowed = ds.field("run_id").isin([p.stem for p in loose])
+            shadowed = ds.field(key).isin([p.stem for p in loose])
             expr = ~shadowed if expr is None else (expr & ~shadowed)
         parts.append(ds.dataset(packed, schema=schema, format="parquet").to_table(columns=columns, filter=expr))
     if loose:
@@ -245,12 +249,12 @@ def compact(results_dir: str | Path) -> int:
             table = pq.read_table(part, schema=schema)
             keep = pa.compute.invert(pa.compute.is_in(table.column("run_id"), value_set=id_set))
             if not pa.compute.all(keep).as_py():
-                _write_atomic(table.filter(keep), part)
+                write_atomic(table.filter(keep), part)
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     name = f"part-{stamp}-{uuid.uuid4().hex[:8]}.parquet"
     if new_curves.num_rows:
-        _write_atomic(new_curves, curves_dir / name)
-    _write_atomic(new_runs, runs_dir / name)
+        write_atomic(new_curves, curves_dir / name)
+    write_atomic(new_runs, runs_dir / name)
     for path in loose_curves + loose_runs:
         path.unlink(missing_ok=True)
     return len(ids)

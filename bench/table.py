@@ -1,6 +1,8 @@
-"""``valley-table [results_dir]``: mean ± std (ddof=0, as DeepOBS) of the final test metric over seeds, per setting.
+"""``valley-table [results_dir]``: mean ± std (ddof=0, as DeepOBS) of the final test metric over seeds.
 
-Groups the runs table by problem × optimizer × hyperparameters × schedule; the full analysis is ``valley-report``.
+With tuning cells (``budget=...`` sweeps) it prints the study's table: optimizer × schedule / budget per problem, from
+the cells table. Without cells it groups the runs table by problem × optimizer × hyperparameters × schedule. The full
+analysis is ``valley-report``.
 """
 from __future__ import annotations
 
@@ -11,7 +13,9 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from bench.records import read_runs
+from bench.records import CELLS_SCHEMA, read_runs, read_table
+
+BUDGET_ORDER = ("oneshot", "small", "medium", "large")
 
 
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
@@ -24,6 +28,33 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(["problem", "schedule", "mean"]).reset_index(drop=True)
 
 
+def cell_table(cells: pd.DataFrame) -> pd.DataFrame:
+    """Wide table per problem: rows optimizer, columns (schedule, budget), values "mean ± std" (n seeds if < 10)."""
+    cells = cells.copy()
+    cells["text"] = [f"{m:.4g} ± {s:.2g}" + ("" if n >= 10 else f" (n={n})") if pd.notna(m) else "—"
+                     for m, s, n in zip(cells.test_mean, cells.test_std, cells.n_seeds)]
+    order = {b: i for i, b in enumerate(BUDGET_ORDER)}
+    cells["budget_order"] = cells.budget.map(lambda b: order.get(b.split("+")[0], 9))
+    cells = cells.sort_values(["schedule", "budget_order"])
+    wide = cells.pivot_table(index="optimizer", columns=["schedule", "budget"], values="text", aggfunc="first",
+                             sort=False)
+    return wide
+
+
+def print_cells(cells: pd.DataFrame, console: Console) -> None:
+    for (problem, metric), part in cells.groupby(["problem", "metric"]):
+        arrow = "higher is better" if metric == "accuracy" else "lower is better"
+        wide = cell_table(part)
+        t = Table(title=f"{problem}: final test {metric} ({arrow}), mean ± std over 10 seeds, per schedule / budget",
+                  title_justify="left")
+        t.add_column("optimizer")
+        for schedule, budget in wide.columns:
+            t.add_column(f"{schedule}\n{budget}", justify="right")
+        for optimizer, row in wide.iterrows():
+            t.add_row(optimizer, *[v if isinstance(v, str) else "—" for v in row.values])
+        console.print(t)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results_dir", nargs="?", default="results")
@@ -32,8 +63,13 @@ def main(argv: list[str] | None = None) -> None:
     if runs.empty:
         print(f"valley-table: error: no run records under {args.results_dir}/runs", file=sys.stderr)
         sys.exit(2)
+    console = Console(width=max(Console().width, 240))
+    cells = read_table(args.results_dir, "cells", CELLS_SCHEMA)
+    if not cells.empty:
+        print_cells(cells, console)
+        console.print(f"{len(cells)} cells, {len(runs)} run records in {args.results_dir} (runs/, curves/, cells/)")
+        return
     table = summarize(runs)
-    console = Console(width=160)
     for (problem, metric), part in table.groupby(["problem", "metric"]):
         arrow = "higher is better" if metric == "accuracy" else "lower is better"
         t = Table(title=f"{problem}: final test {metric} ({arrow}), mean ± std over seeds", title_justify="left")

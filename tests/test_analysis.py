@@ -14,7 +14,7 @@ from scipy import stats as sps
 
 from bench.analysis import stats, tables, verdict
 from bench.analysis.load import load
-from bench.records import CELLS_SCHEMA, CURVES_SCHEMA, RUNS_SCHEMA, _write_atomic
+from bench.records import CELLS_SCHEMA, CURVES_SCHEMA, RUNS_SCHEMA, write_atomic
 
 
 # ------------------------------------------------------------------------------------------------ statistics
@@ -158,12 +158,12 @@ class Study:
 
     def write(self) -> Path:
         runs = pa.Table.from_pylist([{k: r.get(k) for k in RUNS_SCHEMA.names} for r in self.runs], schema=RUNS_SCHEMA)
-        _write_atomic(runs, self.root / "runs" / "all.parquet")
-        _write_atomic(pa.Table.from_pylist(self.cells, schema=CELLS_SCHEMA), self.root / "cells" / "all.parquet")
+        write_atomic(runs, self.root / "runs" / "all.parquet")
+        write_atomic(pa.Table.from_pylist(self.cells, schema=CELLS_SCHEMA), self.root / "cells" / "all.parquet")
         if self.curves:
             cols = list(zip(*self.curves))
             curves = pa.table(dict(zip(CURVES_SCHEMA.names, cols)), schema=CURVES_SCHEMA)
-            _write_atomic(curves, self.root / "curves" / "all.parquet")
+            write_atomic(curves, self.root / "curves" / "all.parquet")
         return self.root
 
 

@@ -59,12 +59,17 @@ class AMSBoundSpace(OptimizerSpec):
     }
 
 
-@pytest.mark.parametrize("name", OPTIMIZERS.names())
+STUDY_OPTIMIZERS = [n for n in OPTIMIZERS.names() if OPTIMIZERS.get(n).study_name is not None]
+
+
+def test_study_optimizers_are_the_sixteen() -> None:
+    assert len(STUDY_OPTIMIZERS) == 16 and {"adam", "ndadam", "adabelief", "lookahead_radam"} <= set(STUDY_OPTIMIZERS)
+
+
+@pytest.mark.parametrize("name", STUDY_OPTIMIZERS)
 def test_first_learning_rate_of_every_study_optimizer(name: str) -> None:
     spec = OPTIMIZERS.get(name)
     space = spec.search_space()
-    if spec.study_name is None or "learning_rate" not in space:
-        pytest.skip(f"{name} is not one of the study's tuned optimizers")
     assert list(space)[0] == "learning_rate"  # the study draws lr first for every optimizer
     assert close(study_samples(spec, 1)[0]["learning_rate"], LR0)
 

@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from bench.analysis.names import BUDGETS, OPTIMIZERS, PROBLEM_METRIC, PROBLEMS, SCHEDULES
-from bench.records import CELLS_SCHEMA, CURVES_SCHEMA, RUNS_SCHEMA, _write_atomic
+from bench.records import CELLS_SCHEMA, CURVES_SCHEMA, RUNS_SCHEMA, write_atomic
 
 EPOCHS = {"quadratic_deep": 100, "mnist_vae": 50, "fmnist_2c2d": 100, "cifar10_3c3d": 100, "fmnist_vae": 100,
           "cifar100_allcnnc": 350, "svhn_wrn164": 160, "tolstoi_char_rnn": 200}
@@ -292,12 +292,12 @@ def generate(results_dir: str | Path, config: SyntheticConfig = SyntheticConfig(
         n_epochs, runs, series, last, cells = _problem(config, problem, opts, scheds, rng, lr_samples, other)
         table = _runs_table(config, problem, n_epochs, runs, series, last, rng)
         for lo, curves in _curves_tables(runs.run_id, series, config.runs_per_file):
-            _write_atomic(curves, root / "curves" / f"{config.source}-{problem}-{lo:06d}.parquet")
+            write_atomic(curves, root / "curves" / f"{config.source}-{problem}-{lo:06d}.parquet")
             counts["curve_rows"] += curves.num_rows
-        _write_atomic(table, root / "runs" / f"{config.source}-{problem}.parquet")
+        write_atomic(table, root / "runs" / f"{config.source}-{problem}.parquet")
         counts["runs"] += table.num_rows
         all_cells.extend(cells)
     cells_table = pa.Table.from_pylist(all_cells, schema=CELLS_SCHEMA)
-    _write_atomic(cells_table, root / "cells" / f"{config.source}.parquet")
+    write_atomic(cells_table, root / "cells" / f"{config.source}.parquet")
     counts["cells"] = cells_table.num_rows
     return counts

@@ -1,0 +1,190 @@
+"""Doing one cell: the one-shot seeds, or tune (trials of the shared study) → select → re-run the winner → row.
+
+The coordinator (the Hydra job) creates the study once, fails stale trials, enqueues the budget's missing samples
+and then trains them — itself (``workers=1``) or through the worker pool — and waits for samples that live workers
+elsewhere are still training. Everything it trains goes through ``bench.execute`` (content-addressed records), so a
+resumed or repeated cell only does what is missing, and two budgets of one study share every run they have in common.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+
+import optuna
+from optuna.trial import TrialState
+
+from bench import records
+from bench.execute import execute
+from bench.spec import RunSpec
+from bench.tuning import pool
+from bench.tuning.cell import Cell, CellOutcome, RunView, run_view, select
+from bench.tuning.study import (
+    FINAL,
+    WorkReport,
+    by_sample,
+    enqueue_missing,
+    first_samples,
+    open_study,
+    owner_alive,
+    sample_of,
+    sweep_stale,
+    trial_results,
+    work,
+)
+
+OnRun = Callable[[str, bool], None]  # (run_id, trained now)
+MAX_ROUNDS = 10
+
+
+@dataclass(frozen=True)
+class Where:
+    """Where and how the runs of a cell happen (not part of any identity)."""
+
+    results_dir: str
+    device: str = "auto"
+    data_dir: str | None = None
+    workers: int = 1
+
+
+def run_cell(cell: Cell, where: Where, on_run: OnRun | None = None) -> CellOutcome:
+    on_run = on_run or (lambda run_id, trained: None)
+    if not cell.budget.tuned:
+        views, complete = execute_specs(cell.oneshot_specs(), where, on_run)
+        return CellOutcome(cell, None, [], views, complete)
+    return _tuned(cell, where, on_run)
+
+
+# ------------------------------------------------------------------------------------------------ plain runs
+def _execute_one(spec: RunSpec, results_dir: str, device: str, data_dir: str | None) -> tuple[str, bool, dict]:
+    outcome = execute(spec, results_dir, device=device, data_dir=data_dir)
+    return spec.run_id, not outcome.skipped, outcome.record
+
+
+def execute_specs(specs: Sequence[RunSpec], where: Where, on_run: OnRun) -> tuple[list[RunView], bool]:
+    """Execute each spec (skipping recorded ones); return the finished runs' views in order and whether all finished."""
+    got: dict[str, dict] = {}
+    if where.workers == 1 or len(specs) == 1:
+        for spec in specs:
+            run_id, trained, rec = _execute_one(spec, where.results_dir, where.device, where.data_dir)
+            got[run_id] = rec
+            on_run(run_id, trained)
+    else:
+        futures = [pool.get_pool(where.workers).submit(_execute_one, s, where.results_dir, where.device,
+                                                       where.data_dir) for s in specs]
+        for fut in _as_done(futures):
+            run_id, trained, rec = fut.result()
+            got[run_id] = rec
+            on_run(run_id, trained)
+    finished = [got[s.run_id] for s in specs if got[s.run_id]["status"] in records.FINISHED]
+    return [run_view(where.results_dir, rec) for rec in finished], len(finished) == len(specs)
+
+
+def _as_done(futures: list[Future]) -> Iterator[Future]:
+    pending = set(futures)
+    while pending:
+        finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+        yield from finished
+
+
+# ------------------------------------------------------------------------------------------------ tuned cells
+def _tuned(cell: Cell, where: Where, on_run: OnRun) -> CellOutcome:
+    n = cell.budget.samples
+    study = open_study(cell, create=True)
+    for round_ in range(MAX_ROUNDS):
+        sweep_stale(study, cell.tuning)
+        enqueue_missing(study, cell, n, retry_failed_runs=round_ == 0)
+        _work(cell, n, study, where, on_run)
+        state = _budget_state(study, cell, n)
+        if state == "waiting":
+            continue
+        if state == "running_elsewhere":
+            _wait_for_others(study, cell, n, on_run)
+            continue
+        if state == "done":
+            break
+    samples, finals, results = trial_results(study, cell, n, where.results_dir)
+    winner = select(results, cell)
+    seed_views: list[RunView] = []
+    reruns_ok = True
+    if winner is not None:
+        views, reruns_ok = execute_specs(cell.rerun_specs(winner.tuned), where, on_run)
+        seed_views = sorted([winner.view, *views], key=lambda v: cell.tuning.seeds.index(v.seed))
+    trial_ids = _trial_run_ids(cell, study, samples, finals)
+    pruned = [t for t in finals.values() if t.state == TrialState.PRUNED]
+    complete = (len(samples) == n and len(results) + len(pruned) == n and winner is not None and reruns_ok)
+    return CellOutcome(cell, winner, [r or "" for r in trial_ids], seed_views, complete, pruned=len(pruned),
+                       saved_epochs=sum(int(t.user_attrs.get("result", {}).get("saved_epochs", 0)) for t in pruned))
+
+
+def _trial_run_ids(cell: Cell, study: optuna.Study, samples: list[int],
+                   finals: dict[int, optuna.trial.FrozenTrial]) -> list[str | None]:
+    """The run_id each sample's trial has, or will have (known up front for the study's sampler)."""
+    stream = cell.stream(max(samples) + 1) if cell.tuning.sampler == "study" and samples else []
+    groups = by_sample(study.get_trials(deepcopy=False))
+    out: list[str | None] = []
+    for s in samples:
+        if s in finals and "run_id" in finals[s].user_attrs:
+            out.append(finals[s].user_attrs["run_id"])
+        elif stream:
+            out.append(cell.trial_spec(stream[s]).run_id)
+        else:
+            out.append(next((t.user_attrs["run_id"] for t in groups.get(s, []) if "run_id" in t.user_attrs), None))
+    return out
+
+
+def _budget_state(study: optuna.Study, cell: Cell, n: int) -> str:
+    """``done`` (nothing left to do here), ``waiting`` (trials to pop) or ``running_elsewhere``."""
+    trials = study.get_trials(deepcopy=False)
+    samples = first_samples(trials, cell, n)
+    groups = by_sample(trials)
+    if any(t.state == TrialState.WAITING for s in samples for t in groups.get(s, [])):
+        return "waiting"
+    if any(not any(t.state in FINAL or t.state == TrialState.RUNNING or t.user_attrs.get("status") == "failed"
+                   for t in groups.get(s, [])) for s in samples):
+        return "waiting"  # a sample with no owner (both duplicates stood back, or swept stale): enqueue it again
+    running = [t for s in samples for t in groups.get(s, []) if t.state == TrialState.RUNNING]
+    if running:
+        return "running_elsewhere" if any(owner_alive(t, cell.tuning.stale_after_s) for t in running) else "waiting"
+    if cell.tuning.sampler != "study" and len(samples) < n:
+        return "waiting"
+    return "done"
+
+
+def _wait_for_others(study: optuna.Study, cell: Cell, n: int, on_run: OnRun) -> None:
+    """Poll while workers of other processes or machines train this budget's samples (stale ones are swept)."""
+    while _budget_state(study, cell, n) == "running_elsewhere":
+        _report_finished(study, cell, n, on_run)
+        time.sleep(1.0)
+        sweep_stale(study, cell.tuning)
+    _report_finished(study, cell, n, on_run)
+
+
+def _report_finished(study: optuna.Study, cell: Cell, n: int, on_run: OnRun) -> None:
+    for t in study.get_trials(deepcopy=False, states=FINAL):
+        s = sample_of(t)
+        if s is not None and "run_id" in t.user_attrs and t.state == TrialState.COMPLETE:
+            on_run(t.user_attrs["run_id"], False)
+
+
+def _work(cell: Cell, n: int, study: optuna.Study, where: Where, on_run: OnRun) -> WorkReport:
+    """Train the waiting trials here (one worker) or in the pool (N), reporting finished runs as they come."""
+    if where.workers == 1:
+        return work(cell, n, where.results_dir, device=where.device, data_dir=where.data_dir, study=study,
+                    on_run=on_run)
+    report = WorkReport()
+    try:
+        executor = pool.get_pool(where.workers)
+        futures = [executor.submit(work, cell, n, where.results_dir, device=where.device, data_dir=where.data_dir)
+                   for _ in range(where.workers)]
+        pending = set(futures)
+        while pending:
+            _, pending = wait(pending, timeout=0.5)
+            _report_finished(study, cell, n, on_run)
+        for fut in futures:
+            report.merge(fut.result())
+    except BrokenProcessPool:
+        pool.shutdown()  # a worker died (OOM, kill): its trial is stale now and the next round redoes it
+    return report
