@@ -6,7 +6,7 @@ HASH := $(shell cat requirements.txt pyproject.toml | sha1sum | cut -c1-12)
 STAMP := $(VENV)/.installed-$(HASH)
 DEMO_DIR ?= results/demo
 
-.PHONY: setup demo test bench bench-data
+.PHONY: setup demo test bench bench-data bench-report
 
 setup: $(STAMP)
 
@@ -32,3 +32,7 @@ bench: setup
 # Steps/s and the share of step time spent on data, per problem (smoke size on any machine; SIZE=full with data).
 bench-data: setup
 	$(PY) -m bench.data_benchmark --size $(or $(SIZE),smoke)
+
+# valley-report on a synthetic results set the size of the full study (53,760 runs with per-epoch curves).
+bench-report: setup
+	$(PY) -m bench.analysis.benchmark
