@@ -16,6 +16,8 @@ from rich.table import Table
 from bench.records import CELLS_SCHEMA, read_runs, read_table
 
 BUDGET_ORDER = ("oneshot", "small", "medium", "large")
+OPTIMIZER_ORDER = ("sgd", "momentum", "nag", "adam", "amsgrad", "nadam", "radam", "ndadam", "adabound", "amsbound",
+                   "adagrad", "adadelta", "rmsprop", "lookahead_momentum", "lookahead_radam", "adabelief")  # §2
 
 
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
@@ -38,7 +40,8 @@ def cell_table(cells: pd.DataFrame) -> pd.DataFrame:
     cells = cells.sort_values(["schedule", "budget_order"])
     wide = cells.pivot_table(index="optimizer", columns=["schedule", "budget"], values="text", aggfunc="first",
                              sort=False)
-    return wide
+    rank = {name: i for i, name in enumerate(OPTIMIZER_ORDER)}
+    return wide.loc[sorted(wide.index, key=lambda o: (rank.get(o, len(rank)), o))]
 
 
 def print_cells(cells: pd.DataFrame, console: Console) -> None:

@@ -222,28 +222,37 @@ def profile_figure(profile: pd.DataFrame, setting: str, out: Path) -> str | None
     return _save(fig, out, "performance_profile")
 
 
-def best_of_k_figure(ebk: pd.DataFrame, schedule: str, budget_sizes: dict[str, int], out: Path) -> str | None:
-    """Expected test metric of the best-validation trial among k random-search trials, per optimizer."""
-    part = ebk[ebk["schedule"] == schedule]
-    if part.empty:
-        return None
-    problems = _problems(part)
+def _line_panels(data: pd.DataFrame, x: str, y: str, *, xlabel: str, ylabel: Callable[[str], str], lw: float,
+                 ylabel_size: float | None = None) -> tuple[plt.Figure, list]:
+    """One panel per problem, one line per optimizer (the house style of curve-like figures)."""
+    problems = _problems(data)
     fig, axes = _panels(problems, height=3.0)
     for ax, problem in zip(axes, problems):
-        p = part[part["problem"] == problem]
+        p = data[data["problem"] == problem]
         if p.empty:
             _no_data(ax, problem)
             continue
         for i, opt in enumerate(ordered(p["optimizer"], OPTIMIZERS)):
             q = p[p["optimizer"] == opt]
             st = style(i)
-            ax.plot(q["k"], q["expected_test"], color=st["color"], linestyle=st["linestyle"], lw=1.0, label=opt)
-        for b, n in budget_sizes.items():
-            ax.axvline(n, color="0.6", lw=0.6, ls=":")
-        ax.set_xlabel("k random-search trials")
-        ax.set_ylabel(f"expected {metric_label(problem_metric(problem, part))}", fontsize=6)
+            ax.plot(q[x], q[y], color=st["color"], linestyle=st["linestyle"], lw=lw, label=opt)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel(problem), fontsize=ylabel_size)
         ax.set_title(problem)
     _legend(axes, fontsize=5, ncol=2)
+    return fig, axes
+
+
+def best_of_k_figure(ebk: pd.DataFrame, schedule: str, budget_sizes: dict[str, int], out: Path) -> str | None:
+    """Expected test metric of the best-validation trial among k random-search trials, per optimizer."""
+    part = ebk[ebk["schedule"] == schedule]
+    if part.empty:
+        return None
+    fig, axes = _line_panels(part, "k", "expected_test", xlabel="k random-search trials", lw=1.0, ylabel_size=6,
+                             ylabel=lambda problem: f"expected {metric_label(problem_metric(problem, part))}")
+    for ax in axes:
+        for n in budget_sizes.values():
+            ax.axvline(n, color="0.6", lw=0.6, ls=":")
     fig.suptitle(f"Expected best-of-k random search (test metric of the best-validation trial), schedule {schedule}")
     fig.tight_layout()
     return _save(fig, out, "expected_best_of_k")
@@ -279,21 +288,8 @@ def curves_figure(curves: pd.DataFrame, labels: pd.DataFrame, setting: str, out:
         return None
     data = curves.merge(labels, on="run_id")
     mean = data.groupby(["problem", "optimizer", "epoch"], observed=True)["value"].mean().reset_index()
-    problems = _problems(mean)
-    fig, axes = _panels(problems, height=3.0)
-    for ax, problem in zip(axes, problems):
-        p = mean[mean["problem"] == problem]
-        if p.empty:
-            _no_data(ax, problem)
-            continue
-        for i, opt in enumerate(ordered(p["optimizer"], OPTIMIZERS)):
-            q = p[p["optimizer"] == opt]
-            st = style(i)
-            ax.plot(q["epoch"], q["value"], color=st["color"], linestyle=st["linestyle"], lw=0.9, label=opt)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(f"test {metric_of(problem)}")
-        ax.set_title(problem)
-    _legend(axes, fontsize=5, ncol=2)
+    fig, _ = _line_panels(mean, "epoch", "value", xlabel="epoch", lw=0.9,
+                          ylabel=lambda problem: f"test {metric_of(problem)}")
     fig.suptitle(f"Test-metric curves, mean over seeds ({setting})")
     fig.tight_layout()
     return _save(fig, out, "curves")
