@@ -62,6 +62,7 @@ class Problem:
         self.generator = torch.Generator(device=device).manual_seed(seed)
         self.data: dict[str, Split] = {}
         self._permutation: Tensor | None = None
+        self._epoch_rows: Batch | None = None
 
     # ----------------------------------------------------------------------------------------------- to implement
     def load_data(self) -> None:
@@ -127,12 +128,25 @@ class Problem:
             self._permutation = perm
         return self._permutation
 
+    def epoch_rows(self, epoch: int) -> Batch:
+        """The epoch's training rows in permuted order, drop-remainder, gathered in one index operation.
+
+        With ``data_order=repeat`` every epoch sees the same rows in the same order, so they are gathered once per
+        run (one extra copy of the training set on the device) and batches are views: no per-step gather at all.
+        """
+        if self.data_order == "repeat" and self._epoch_rows is not None:
+            return self._epoch_rows
+        split, bs = self.data["train"], self.batch_size
+        rows = split.take(self.epoch_permutation(epoch)[:(len(split) // bs) * bs])
+        if self.data_order == "repeat":
+            self._epoch_rows = rows
+        return rows
+
     def train_batches(self, epoch: int) -> Iterator[Batch]:
         """Drop-remainder batches of the epoch's permutation, transformed (augmented) on the device."""
-        perm = self.epoch_permutation(epoch)
-        split, bs = self.data["train"], self.batch_size
-        for i in range(len(split) // bs):
-            yield self.transform(split.take(perm[i * bs:(i + 1) * bs]), augment=True)
+        rows, bs = self.epoch_rows(epoch), self.batch_size
+        for i in range(rows[0].shape[0] // bs):
+            yield self.transform(tuple(t[i * bs:(i + 1) * bs] for t in rows), augment=True)
 
     def eval_batches(self, split_name: str) -> Iterator[Batch]:
         """The rows DeepOBS evaluates, in chunks of ``eval_batch_size()`` (the loop weights chunks by their size).
