@@ -9,6 +9,7 @@ to draw.
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -16,6 +17,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.layout_engine  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -48,6 +50,12 @@ def metric_label(metric: str) -> str:
 
 def _save(fig: plt.Figure, out: Path, stem: str) -> str:
     out.mkdir(parents=True, exist_ok=True)
+    title = fig._suptitle  # a one-panel figure is narrower than a long title: wrap it to the figure's width
+    if title is not None:
+        chars = max(int(fig.get_figwidth() * 72 / (0.62 * title.get_fontsize())), 20)
+        title.set_text(textwrap.fill(title.get_text().replace("\n", " "), chars))
+        if not isinstance(fig.get_layout_engine(), matplotlib.layout_engine.ConstrainedLayoutEngine):
+            fig.tight_layout()
     fig.savefig(out / f"{stem}.png")
     fig.savefig(out / f"{stem}.svg", metadata={"Date": None})
     plt.close(fig)
@@ -82,8 +90,8 @@ def _no_data(ax: plt.Axes, problem: str) -> None:
 
 
 def _problems(df: pd.DataFrame) -> list[str]:
-    """All study problems (missing ones get a 'no data' panel) plus any other problem present."""
-    return ordered(set(PROBLEMS) | (set(df["problem"]) if not df.empty else set()), PROBLEMS)
+    """The problems present, in the study's order (the report's coverage section lists the missing ones)."""
+    return ordered(set(df["problem"]) if not df.empty else set(), PROBLEMS)
 
 
 def main_figure(main: pd.DataFrame, schedule: str, out: Path) -> str | None:
@@ -236,8 +244,12 @@ def _line_panels(data: pd.DataFrame, x: str, y: str, *, xlabel: str, ylabel: Cal
             q = p[p["optimizer"] == opt]
             st = style(i)
             ax.plot(q[x], q[y], color=st["color"], linestyle=st["linestyle"], lw=lw, label=opt)
+        values = p[y].to_numpy(dtype=float)
+        values = values[np.isfinite(values)]
+        if values.size and values.min() > 0 and values.max() / values.min() > 100:
+            ax.set_yscale("log")  # e.g. losses of near-divergent trials next to converged ones
         ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel(problem), fontsize=ylabel_size)
+        ax.set_ylabel(ylabel(problem) + (" (log scale)" if ax.get_yscale() == "log" else ""), fontsize=ylabel_size)
         ax.set_title(problem)
     _legend(axes, fontsize=5, ncol=2)
     return fig, axes
