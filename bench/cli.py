@@ -157,7 +157,12 @@ def _hydra_entry() -> None:
 def run_from_config(cfg: dict[str, Any]) -> None:
     """One Hydra job: a single run, or (with ``budget``) a tuning cell."""
     from bench.spec import SpecError, spec_from_config
+    from bench.train import resolve_device
 
+    try:
+        resolve_device(str(cfg.get("device", "auto")))
+    except ValueError as err:
+        fail(str(err))
     if cfg.get("budget"):
         from bench.tuning.cli import run_cell_job
 

@@ -98,9 +98,19 @@ def git_commit() -> str | None:
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto`` → cuda when available, else cpu; a bad or unavailable device raises a one-line ValueError."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"invalid device={name!r}: must be auto, cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"invalid device={name!r}: must be auto, cpu, cuda or cuda:N")
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise ValueError(f"device={name!r} is not available here ({torch.cuda.device_count()} CUDA devices); "
+                         f"use device=cpu or device=auto")
+    return device
 
 
 def make_step(problem: Problem, model: nn.Module, optimizer: torch.optim.Optimizer,

@@ -41,6 +41,8 @@ def test_multirun_carries_on_after_divergence(tmp_path) -> None:
     (["optimizer=adam", "+optimizer.momentum=0.9"], "unknown hyperparameter 'momentum' for optimizer adam; valid: "),
     (["problem.batch_size=-3"], "invalid problem.batch_size=-3"),
     (["sede=3"], "unknown setting 'sede'"),
+    (["device=cuda:7"], "device='cuda:7' is not available here"),
+    (["device=gpu"], "invalid device='gpu': must be auto, cpu, cuda or cuda:N"),
 ])
 def test_bad_input_one_line_nothing_written(tmp_path, args, message) -> None:
     out = run_valley(*args, f"results_dir={tmp_path / 'r'}")
