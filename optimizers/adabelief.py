@@ -22,18 +22,13 @@ from typing import Any, Iterable, Mapping
 import torch
 from pytorch_optimizer import AdaBelief as _AdaBelief
 
-from optimizers.base import BETA1_SPACE, BETA2_SPACE, OPTIMIZERS, OptimizerSpec, beta, learning_rate, positive
+from optimizers.base import OPTIMIZERS, OptimizerSpec, adam_family
 
 
 @OPTIMIZERS.register
 class AdaBelief(OptimizerSpec):
     study_name = "AdaBeliefOptimizer"  # the ICML version's 15th optimizer (§8); no folder in the published results
-    hyperparameters = {
-        "learning_rate": learning_rate(),
-        "beta1": beta(BETA1_SPACE),
-        "beta2": beta(BETA2_SPACE),
-        "epsilon": positive(),
-    }
+    hyperparameters = adam_family()
 
     @classmethod
     def build(cls, params: Iterable[torch.nn.Parameter], hp: Mapping[str, Any]) -> torch.optim.Optimizer:

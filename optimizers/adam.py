@@ -13,8 +13,7 @@ from typing import Any, Iterable, Mapping
 import torch
 
 from optimizers._moments import MomentOptimizer, update_moments
-from optimizers.base import (BETA1_SPACE, BETA2_SPACE, OPTIMIZERS, OptimizerSpec, beta, learning_rate, positive,
-                             semantics)
+from optimizers.base import OPTIMIZERS, OptimizerSpec, adam_family, semantics
 
 
 class TFAdam(MomentOptimizer):
@@ -44,13 +43,7 @@ class TFAdam(MomentOptimizer):
 @OPTIMIZERS.register
 class Adam(OptimizerSpec):
     study_name = "AdamOptimizer"
-    hyperparameters = {
-        "learning_rate": learning_rate(),
-        "beta1": beta(BETA1_SPACE),
-        "beta2": beta(BETA2_SPACE),
-        "epsilon": positive(),
-        "semantics": semantics(),
-    }
+    hyperparameters = {**adam_family(), "semantics": semantics()}
 
     @classmethod
     def build(cls, params: Iterable[torch.nn.Parameter], hp: Mapping[str, Any]) -> torch.optim.Optimizer:

@@ -122,6 +122,13 @@ BETA2_SPACE = LogUniform(-0.0969, -0.00043)  # ≈ LU(0.8, 0.999)
 MOMENTUM_SPACE = LogUniform(-3.0, 0.0)  # LU(1e-3, 1)
 
 
+def adam_family() -> dict[str, Hyper]:
+    """lr, β1, β2 with Adam's distributions in Adam's sampling order (§2.2), and a fixed ε: the space the study
+    used for Adam and the optimizers tuned like it (AMSGrad, NAdam, RAdam, ND-Adam, AdaBelief)."""
+    return {"learning_rate": learning_rate(), "beta1": beta(BETA1_SPACE), "beta2": beta(BETA2_SPACE),
+            "epsilon": positive()}
+
+
 class OptimizerSpec:
     """Base class of optimizer plugins.
 

@@ -42,7 +42,7 @@ import torch
 from torch import Tensor
 
 from optimizers._moments import MomentOptimizer
-from optimizers.base import BETA1_SPACE, BETA2_SPACE, OPTIMIZERS, OptimizerSpec, beta, learning_rate, positive
+from optimizers.base import OPTIMIZERS, OptimizerSpec, adam_family
 
 
 def is_weight_vectors(p: Tensor) -> bool:
@@ -112,12 +112,7 @@ class NDAdam(MomentOptimizer):
 class NDAdamSpec(OptimizerSpec):
     study_name = "NDAdamOptimizer"
     # One-shot only in the published snapshot; tuned budgets use Adam's space and order (lr, β1, β2).
-    hyperparameters = {
-        "learning_rate": learning_rate(),
-        "beta1": beta(BETA1_SPACE),
-        "beta2": beta(BETA2_SPACE),
-        "epsilon": positive(),
-    }
+    hyperparameters = adam_family()
 
     @classmethod
     def build(cls, params: Iterable[torch.nn.Parameter], hp: Mapping[str, Any]) -> torch.optim.Optimizer:

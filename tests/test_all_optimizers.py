@@ -26,15 +26,6 @@ SCHEDULE_NAMES = SCHEDULES.names()
 P1 = {"batch_size": 128, "weight_decay": 0.0, "hessian_draw": 0, "size": "full", "num_epochs": 2}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """P1-sized tensors gain nothing from intra-op threads, and on a busy shared CPU the threads' synchronisation
-    made this file ~10x slower; restored afterwards so other test modules keep their setting."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 # §2: the 15 published folder names (TF class names), by our config name; §8: AdaBelief is the ICML 15th optimizer
 # but has no published folder, so only "set, and not one of these" can be checked for it.
 STUDY_NAMES = {

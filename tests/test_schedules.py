@@ -21,15 +21,6 @@ P1 = {"batch_size": 128, "weight_decay": 0.0, "hessian_draw": 0, "size": "full"}
 STEPS_PER_EPOCH = 1000 // 128  # P1: 7 drop-remainder batches
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """P1-sized tensors gain nothing from intra-op threads, and on a busy shared CPU the threads' synchronisation
-    made this file ~10x slower; restored afterwards so other test modules keep their setting."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def make(name: str, num_epochs: int, steps_per_epoch: int = 7, **settings):
     return SCHEDULES.get(name)(num_epochs, steps_per_epoch, **settings)
