@@ -156,13 +156,22 @@ def _hydra_entry() -> None:
 
 def run_from_config(cfg: dict[str, Any]) -> None:
     """One Hydra job: a single run, or (with ``budget``) a tuning cell."""
-    from bench.spec import SpecError, spec_from_config
     from bench.train import resolve_device
+    from problems.datasets.errors import DataError
 
     try:
         resolve_device(str(cfg.get("device", "auto")))
     except ValueError as err:
         fail(str(err))
+    try:
+        _run_job(cfg)
+    except DataError as err:  # missing / corrupt data: the message names the file, its URL and where to put it
+        fail(str(err).splitlines()[0], code=1)
+
+
+def _run_job(cfg: dict[str, Any]) -> None:
+    from bench.spec import SpecError, spec_from_config
+
     if cfg.get("budget"):
         from bench.tuning.cli import run_cell_job
 

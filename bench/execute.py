@@ -10,6 +10,7 @@ from typing import Any
 from bench import records
 from bench.spec import RunSpec
 from bench.train import EpochObserver, RunResult, train
+from problems.datasets.errors import DataError
 
 
 @dataclass
@@ -25,7 +26,8 @@ def execute(spec: RunSpec, results_dir: str | Path, *, device: str = "auto", dat
     """Train ``spec`` unless a finished record of it exists; write curves then the runs row, atomically.
 
     A run that raises is recorded as ``failed`` (with the error) so a sweep can carry on and report it; failed runs
-    are retried by the next invocation. A kill leaves no visible partial file (records writes temp + rename).
+    are retried by the next invocation. A missing or corrupt data set is not a failed run but a broken environment:
+    it propagates and nothing is written. A kill leaves no visible partial file (records writes temp + rename).
     """
     path = Path(results_dir) / "runs" / f"{spec.run_id}.parquet"
     if not force:
@@ -35,7 +37,7 @@ def execute(spec: RunSpec, results_dir: str | Path, *, device: str = "auto", dat
     started = datetime.now(timezone.utc)
     try:
         result = train(spec, device=device, data_dir=data_dir, on_epoch=on_epoch)
-    except (KeyboardInterrupt, SystemExit):
+    except (KeyboardInterrupt, SystemExit, DataError):
         raise
     except Exception as err:  # noqa: BLE001 - recorded, then the caller decides
         result = RunResult(spec=spec, status="failed", started_at=started, finished_at=datetime.now(timezone.utc),

@@ -58,3 +58,24 @@ def test_precheck_sweeps_and_valid_names() -> None:
     assert "unknown optimizer 'nope'" in precheck(["-m", "optimizer=adam,nope"])
     assert precheck(["optimizer=adam", "optimizer.learning_rate=0.1"]) is None
     assert "for optimizer sgd" in precheck(["optimizer.beta1=0.5"])  # default optimizer is sgd
+
+
+def test_missing_data_is_one_line_exit_1(tmp_path, monkeypatch, capsys) -> None:
+    from bench.cli import run_from_config
+    from problems.datasets.errors import DataMissingError
+    from problems.quadratic_deep import QuadraticDeep
+
+    def missing(self):
+        raise DataMissingError("train.gz is missing and could not be downloaded; save it as /data/train.gz")
+
+    monkeypatch.setattr(QuadraticDeep, "load_data", missing)
+    cfg = {"problem": {"name": "quadratic_deep", "batch_size": 128, "num_epochs": 1, "weight_decay": 0.0,
+                       "hessian_draw": 0, "size": "full"},
+           "optimizer": {"name": "sgd", "learning_rate": 0.01}, "schedule": {"name": "constant", "granularity": "epoch"},
+           "seed": 42, "data_order": "repeat", "results_dir": str(tmp_path), "device": "cpu", "progress": False}
+    with pytest.raises(SystemExit) as exit_info:
+        run_from_config(cfg)
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["valley: error: train.gz is missing and could not be downloaded; save it as /data/train.gz"]
+    assert not list(tmp_path.rglob("*.parquet"))

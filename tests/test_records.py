@@ -140,3 +140,16 @@ def test_compaction_killed_between_steps_stays_consistent(tmp_path, monkeypatch)
     assert len(records.read_runs(tmp_path)) == 3 and len(records.read_curves(tmp_path)) == 27
     records.compact(tmp_path)
     assert len(pd.read_parquet(tmp_path / "runs")) == 3 and len(pd.read_parquet(tmp_path / "curves")) == 27
+
+
+def test_missing_data_propagates_and_writes_nothing(tmp_path, monkeypatch) -> None:
+    from problems.datasets.errors import DataMissingError
+    from problems.quadratic_deep import QuadraticDeep
+
+    def missing(self):
+        raise DataMissingError("train.gz is missing; download it by hand from URL and save it as PATH")
+
+    monkeypatch.setattr(QuadraticDeep, "load_data", missing)
+    with pytest.raises(DataMissingError):
+        execute(spec(), tmp_path, device="cpu")
+    assert not list(tmp_path.rglob("*.parquet"))
