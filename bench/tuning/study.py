@@ -114,10 +114,22 @@ def open_storage(storage: str, journal_lock: str = "flock") -> BaseStorage:
         JournalStorage,
     )
 
-    path = Path(storage)
+    path = Path(storage).resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
-    locks = {"flock": FlockLock, "open": JournalFileOpenLock, "symlink": JournalFileSymlinkLock}
-    return JournalStorage(JournalFileBackend(str(path), lock_obj=locks[journal_lock](str(path))))
+    path.touch(exist_ok=True)
+    # One storage object per journal file and process: opening replays the whole log (tens of thousands of lines
+    # for a sweep), while a kept storage only reads what other writers appended since. Keyed by inode, so a
+    # journal that was replaced is opened afresh.
+    stat = path.stat()
+    key = (str(path), stat.st_dev, stat.st_ino, journal_lock)
+    cached = _JOURNALS.get(key)
+    if cached is None:
+        locks = {"flock": FlockLock, "open": JournalFileOpenLock, "symlink": JournalFileSymlinkLock}
+        cached = _JOURNALS[key] = JournalStorage(JournalFileBackend(str(path), lock_obj=locks[journal_lock](str(path))))
+    return cached
+
+
+_JOURNALS: dict[tuple[str, int, int, str], BaseStorage] = {}
 
 
 def _has_module(name: str) -> bool:
