@@ -15,10 +15,6 @@ from bench.spec import RunSpec
 console = Console(stderr=True)
 
 
-def data_dir_of(cfg: dict[str, Any]) -> str | None:
-    return cfg.get("data_dir")
-
-
 def run_single(spec: RunSpec, cfg: dict[str, Any]) -> str:
     """Execute one spec with a live progress bar; print the summary; return the run's status."""
     results_dir = cfg.get("results_dir", "results")
@@ -35,7 +31,7 @@ def run_single(spec: RunSpec, cfg: dict[str, Any]) -> str:
                 info += f" acc {metrics['valid']['accuracy']:.3f}"
             progress.update(task, completed=epoch, info=info)
 
-        outcome = execute(spec, results_dir, device=cfg.get("device", "auto"), data_dir=data_dir_of(cfg),
+        outcome = execute(spec, results_dir, device=cfg.get("device", "auto"), data_dir=cfg.get("data_dir"),
                           force=bool(cfg.get("force", False)), on_epoch=on_epoch if show else None)
     print_summary(outcome.record, outcome.skipped, Path(results_dir))
     return outcome.record["status"]

@@ -162,7 +162,7 @@ def _packed_index_cached(directory: str, fingerprint: tuple[tuple[str, int, int]
 def _packed_index(directory: Path) -> dict[str, str]:
     """run_id → packed file name, cached until the set of packed files changes."""
     files = _packed(directory)
-    fingerprint = tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in files)
+    fingerprint = tuple((p.name, st.st_mtime_ns, st.st_size) for p, st in ((p, p.stat()) for p in files))
     return _packed_index_cached(str(directory), fingerprint) if files else {}
 
 

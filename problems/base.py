@@ -63,6 +63,7 @@ class Problem:
         self.data: dict[str, Split] = {}
         self._permutation: Tensor | None = None
         self._epoch_rows: Batch | None = None
+        self._l2_params: list[nn.Parameter] | None = None
 
     # ----------------------------------------------------------------------------------------------- to implement
     def load_data(self) -> None:
@@ -112,8 +113,9 @@ class Problem:
         """``0.5 * wd * sum ||W||^2`` over the kernels (TF ``l2_regularizer``); 0.0 when the problem has no decay."""
         if self.weight_decay == 0.0:
             return 0.0
-        params = self._l2_cache if hasattr(self, "_l2_cache") else self.l2_parameters(model)
-        self._l2_cache = params
+        if self._l2_params is None:  # the kernel list is fixed for the run: found once, not every step
+            self._l2_params = self.l2_parameters(model)
+        params = self._l2_params
         return 0.5 * self.weight_decay * torch.stack([p.square().sum() for p in params]).sum()
 
     # ----------------------------------------------------------------------------------------------------- shared
