@@ -82,13 +82,6 @@ def _legend(axes: Sequence[plt.Axes], **kwargs) -> None:  # noqa: ANN003 - matpl
             return
 
 
-def _no_data(ax: plt.Axes, problem: str) -> None:
-    ax.set_title(problem)
-    ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="0.4")
-    ax.set_xticks([])
-    ax.set_yticks([])
-
-
 def _problems(df: pd.DataFrame) -> list[str]:
     """The problems present, in the study's order (the report's coverage section lists the missing ones)."""
     return ordered(set(df["problem"]) if not df.empty else set(), PROBLEMS)
@@ -99,14 +92,11 @@ def main_figure(main: pd.DataFrame, schedule: str, out: Path) -> str | None:
     part = main[main["schedule"] == schedule]
     if part.empty:
         return None
-    problems = _problems(main)
+    problems = _problems(part)
     budgets = ordered(part["budget"], BUDGETS)
     fig, axes = _panels(problems, height=3.6)
     for ax, problem in zip(axes, problems):
         p = part[part["problem"] == problem]
-        if p.empty:
-            _no_data(ax, problem)
-            continue
         opts = ordered(p["optimizer"], OPTIMIZERS)
         ypos = {o: i for i, o in enumerate(opts)}
         for j, b in enumerate(budgets):
@@ -133,9 +123,6 @@ def gain_figure(gain: pd.DataFrame, out: Path) -> str | None:
     fig, axes = _panels(problems, height=3.0)
     for ax, problem in zip(axes, problems):
         p = gain[gain["problem"] == problem]
-        if p.empty:
-            _no_data(ax, problem)
-            continue
         labels = [f"{b}\n{s}" for b, s in zip(p["budget"], p["schedule"])]
         x = np.arange(len(p))
         colors = [_budget_color(b, i) for i, b in enumerate(p["budget"])]
@@ -188,9 +175,6 @@ def defaults_vs_tuned_figure(dvt: pd.DataFrame, tuned: pd.DataFrame, label: str,
     fig, axes = _panels(problems, height=3.0)
     for ax, problem in zip(axes, problems):
         p = dvt[dvt["problem"] == problem]
-        if p.empty:
-            _no_data(ax, problem)
-            continue
         ax.fill_between(p["k"], p["defaults_q10"], p["defaults_q90"], color=OKABE_ITO[4], alpha=0.35,
                         label="defaults, 10–90 %")
         ax.plot(p["k"], p["defaults_expected"], color=OKABE_ITO[0], marker="o", ms=3, label="defaults, expected")
@@ -237,9 +221,6 @@ def _line_panels(data: pd.DataFrame, x: str, y: str, *, xlabel: str, ylabel: Cal
     fig, axes = _panels(problems, height=3.0)
     for ax, problem in zip(axes, problems):
         p = data[data["problem"] == problem]
-        if p.empty:
-            _no_data(ax, problem)
-            continue
         for i, opt in enumerate(ordered(p["optimizer"], OPTIMIZERS)):
             q = p[p["optimizer"] == opt]
             st = style(i)
