@@ -1,13 +1,25 @@
-"""Run a spec once: find its record (skip), or train it and write the record. The unit every sweep is made of."""
+"""Run specs: find their records (skip), or train them and write the records. The unit every sweep is made of.
+
+``execute`` does one spec with the single-run loop; ``execute_many`` does a batch: it drops what is recorded, lets
+the engine (``bench.engine``) group the rest — cohorts of trials that share one data stream train as one program,
+everything else one run at a time — spreads the groups over ``workers`` processes, and writes each group's records
+at once (``records.write_runs``: one packed file per cohort). Both keep the same guarantees: a finished run is
+visible exactly once, a kill leaves nothing partial, a run that raises is recorded as ``failed`` (retried by the
+next invocation), a missing data set propagates (a broken machine, not a failed run), and a mid-run checkpoint is
+removed once its run's record is written.
+"""
 from __future__ import annotations
 
 import traceback
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from bench import records
+from bench.checkpoint import CheckpointPolicy, CheckpointStore
+from bench.observers import ObserverFactory, SafeObservers, StopRun
 from bench.spec import RunSpec
 from bench.train import EpochObserver, RunResult, train
 from problems.datasets.errors import DataError
@@ -16,32 +28,142 @@ from problems.datasets.errors import DataError
 @dataclass
 class Outcome:
     run_id: str
-    record: dict[str, Any]
+    record: dict[str, Any] | None  # None: stopped on purpose (pruned) and not recorded
     skipped: bool  # the record existed and nothing was trained
     path: Path
+    stopped_at: int | None = None  # the epoch a StopRun came at
+
+
+@dataclass(frozen=True)
+class RunEnv:
+    """Where and how runs happen: never part of a run's identity (the spec is)."""
+
+    results_dir: str
+    device: str = "auto"
+    data_dir: str | None = None
+    engine: str = "single"  # single | cohort | cohort_fast | auto (bench.engine)
+    workers: int = 1  # processes training at once
+    checkpoint: CheckpointPolicy = field(default_factory=CheckpointPolicy)
+    deterministic: bool = False
+    observers: ObserverFactory | None = None  # per-run observers (loggers, parameter savers); must pickle
+
+    def checkpoints(self) -> CheckpointStore:
+        return CheckpointStore.under(self.results_dir, self.checkpoint)
+
+    def observers_for(self, spec: RunSpec) -> list[Any]:
+        return list(self.observers(spec)) if self.observers is not None else []
+
+
+def failed_result(spec: RunSpec, started: datetime, err: BaseException) -> RunResult:
+    return RunResult(spec=spec, status="failed", started_at=started, finished_at=datetime.now(timezone.utc),
+                     error=f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=20)}")
 
 
 def execute(spec: RunSpec, results_dir: str | Path, *, device: str = "auto", data_dir: str | Path | None = None,
-            force: bool = False, on_epoch: EpochObserver | None = None) -> Outcome:
+            force: bool = False, on_epoch: EpochObserver | None = None, observers: Iterable[Any] = (),
+            checkpoints: CheckpointStore | None = None, deterministic: bool = False) -> Outcome:
     """Train ``spec`` unless a finished record of it exists; write curves then the runs row, atomically.
 
     A run that raises is recorded as ``failed`` (with the error) so a sweep can carry on and report it; failed runs
     are retried by the next invocation. A missing or corrupt data set is not a failed run but a broken environment:
-    it propagates and nothing is written. A kill leaves no visible partial file (records writes temp + rename).
+    it propagates and nothing is written. A :class:`StopRun` from ``on_epoch`` (a pruner) records nothing.
     """
     path = Path(results_dir) / "runs" / f"{spec.run_id}.parquet"
     if not force:
         existing = records.find_run(results_dir, spec.run_id)
         if existing is not None and existing["status"] in records.FINISHED:
             return Outcome(spec.run_id, existing, True, path)
+    observers = list(observers)
     started = datetime.now(timezone.utc)
     try:
-        result = train(spec, device=device, data_dir=data_dir, on_epoch=on_epoch)
+        result = train(spec, device=device, data_dir=data_dir, on_epoch=on_epoch, observers=observers,
+                       checkpoints=checkpoints, deterministic=deterministic)
+    except StopRun as stop:
+        if checkpoints is not None:
+            checkpoints.remove(spec.run_id)
+        return Outcome(spec.run_id, None, False, path, stopped_at=getattr(stop, "epoch", None))
     except (KeyboardInterrupt, SystemExit, DataError):
         raise
     except Exception as err:  # noqa: BLE001 - recorded, then the caller decides
-        result = RunResult(spec=spec, status="failed", started_at=started, finished_at=datetime.now(timezone.utc),
-                           error=f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=20)}")
-    record = result.record()
-    records.write_run(results_dir, record, result.curves)
-    return Outcome(spec.run_id, record, False, path)
+        result = failed_result(spec, started, err)
+    return _finish(results_dir, [(result, observers)], checkpoints)[0]
+
+
+def _finish(results_dir: str | Path, done: Sequence[tuple[RunResult, list[Any]]],
+            checkpoints: CheckpointStore | None) -> list[Outcome]:
+    """Write the records of finished results (one pack for many), drop their checkpoints, tell their observers."""
+    rows = [(r.record(), r.curves) for r, _ in done]
+    records.write_runs(results_dir, rows)
+    out = []
+    for (result, observers), (record, _) in zip(done, rows):
+        if checkpoints is not None:
+            checkpoints.remove(result.spec.run_id)
+        if observers:
+            SafeObservers(observers).on_end(record)
+        out.append(Outcome(result.spec.run_id, record, False,
+                           Path(results_dir) / "runs" / f"{result.spec.run_id}.parquet"))
+    return out
+
+
+OnRun = Callable[[Outcome], None]
+
+
+def pending(specs: Iterable[RunSpec], results_dir: str | Path, force: bool = False
+            ) -> tuple[list[RunSpec], dict[str, Outcome]]:
+    """The specs still to train (unique by run_id, in order) and the outcomes of those already recorded."""
+    todo: dict[str, RunSpec] = {}
+    done: dict[str, Outcome] = {}
+    for spec in specs:
+        if spec.run_id in todo or spec.run_id in done:
+            continue
+        existing = None if force else records.find_run(results_dir, spec.run_id)
+        if existing is not None and existing["status"] in records.FINISHED:
+            done[spec.run_id] = Outcome(spec.run_id, existing, True,
+                                        Path(results_dir) / "runs" / f"{spec.run_id}.parquet")
+        else:
+            todo[spec.run_id] = spec
+    return list(todo.values()), done
+
+
+def execute_many(specs: Sequence[RunSpec], env: RunEnv, *, force: bool = False, on_run: OnRun | None = None,
+                 strict_observers: Callable[[RunSpec], Iterable[Any]] | None = None,
+                 say: Callable[[str], None] | None = None) -> dict[str, Outcome]:
+    """Every spec's outcome by run_id: recorded ones skipped, the rest trained by the env's engine and workers.
+
+    ``strict_observers`` gives a run harness observers whose :class:`StopRun` stops just that run (pruners);
+    ``say`` receives one-line notes (why a spec cannot join a cohort).
+    """
+    from bench.engine import assign, run_group
+
+    todo, outcomes = pending(specs, env.results_dir, force)
+    for outcome in outcomes.values():
+        if on_run is not None:
+            on_run(outcome)
+    if not todo:
+        return outcomes
+    groups = assign(todo, env.engine, env.device, say=say, workers=env.workers)
+    if env.workers <= 1 or len(groups) == 1 and len(groups[0].specs) == 1:
+        for group in groups:
+            for outcome in run_group(group, env, strict_observers):
+                outcomes[outcome.run_id] = outcome
+                if on_run is not None:
+                    on_run(outcome)
+        return outcomes
+    from concurrent.futures import FIRST_COMPLETED, wait
+
+    from bench.tuning import pool
+
+    executor = pool.get_pool(env.workers)
+    futures = {executor.submit(run_group, group, env, strict_observers) for group in groups}
+    while futures:
+        finished, futures = wait(futures, return_when=FIRST_COMPLETED)
+        for fut in finished:
+            for outcome in fut.result():
+                outcomes[outcome.run_id] = outcome
+                if on_run is not None:
+                    on_run(outcome)
+    return outcomes
+
+
+def with_engine(env: RunEnv, engine: str) -> RunEnv:
+    return replace(env, engine=engine)

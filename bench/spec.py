@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
 from bench import PROTOCOL_VERSION
+from bench.precision import PRECISIONS
 from bench.registry import UnknownNameError
 from bench.schedules import SCHEDULES
 from optimizers import OPTIMIZERS
@@ -26,6 +27,7 @@ class SpecError(ValueError):
 PROBLEM_NON_SPEC_KEYS = {"name", "data_dir"}
 SIZES = ("full", "smoke")
 DATA_ORDERS = ("repeat", "fresh")
+ARITHMETICS = ("exact", "reordered")
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,8 @@ class RunSpec:
     problem_settings: Mapping[str, Any] = field(default_factory=dict)
     schedule_settings: Mapping[str, Any] = field(default_factory=lambda: {"granularity": "epoch"})
     data_order: str = "repeat"
+    precision: str = "fp32"  # fp32 | tf32 | bf16 (bench.precision): it changes the maths, so it is identity
+    arithmetic: str = "exact"  # exact | reordered (engine=cohort_fast: P1's closed form, not bit-identical)
     protocol_version: str = PROTOCOL_VERSION
 
     def canonical(self) -> str:
@@ -70,7 +74,7 @@ def _int_setting(settings: dict[str, Any], key: str, minimum: int) -> None:
 
 def make_spec(problem: str, optimizer: str, hyperparameters: Mapping[str, Any], *, schedule: str = "constant",
               seed: int = 42, problem_settings: Mapping[str, Any], schedule_settings: Mapping[str, Any] | None = None,
-              data_order: str = "repeat") -> RunSpec:
+              data_order: str = "repeat", precision: str = "fp32", arithmetic: str = "exact") -> RunSpec:
     """Validate every part and return the canonical spec; raise :class:`SpecError` with one clear line."""
     try:
         problem_cls = PROBLEMS.get(problem)
@@ -97,6 +101,10 @@ def make_spec(problem: str, optimizer: str, hyperparameters: Mapping[str, Any], 
         raise SpecError(f"invalid seed={seed!r}: must be an integer >= 0")
     if data_order not in DATA_ORDERS:
         raise SpecError(f"invalid data_order={data_order!r}: must be one of {', '.join(DATA_ORDERS)}")
+    if precision not in PRECISIONS:
+        raise SpecError(f"invalid precision={precision!r}: must be one of {', '.join(PRECISIONS)}")
+    if arithmetic not in ARITHMETICS:
+        raise SpecError(f"invalid arithmetic={arithmetic!r}: must be one of {', '.join(ARITHMETICS)}")
     try:
         # Defaults filled in, so the same law written out or left implicit is the same spec (and run_id).
         sched = sched_cls.canonical_settings(schedule_settings or {})
@@ -104,7 +112,8 @@ def make_spec(problem: str, optimizer: str, hyperparameters: Mapping[str, Any], 
     except (TypeError, ValueError) as err:
         raise SpecError(f"invalid schedule settings for {schedule}: {err}") from None
     return RunSpec(problem=problem, optimizer=optimizer, hyperparameters=hp, schedule=schedule, seed=seed,
-                   problem_settings=settings, schedule_settings=sched, data_order=data_order)
+                   problem_settings=settings, schedule_settings=sched, data_order=data_order, precision=precision,
+                   arithmetic=arithmetic)
 
 
 def spec_from_config(cfg: Mapping[str, Any]) -> RunSpec:
@@ -115,4 +124,6 @@ def spec_from_config(cfg: Mapping[str, Any]) -> RunSpec:
     return make_spec(
         problem["name"], optimizer.pop("name"), optimizer, schedule=schedule["name"], seed=cfg["seed"],
         problem_settings=problem, schedule_settings=schedule, data_order=cfg.get("data_order", "repeat"),
+        precision=cfg.get("precision", "fp32"),
+        arithmetic="reordered" if cfg.get("engine") == "cohort_fast" else "exact",
     )

@@ -3,6 +3,11 @@
 The training step never syncs with the host: divergence is detected from the per-epoch evaluation (a non-finite
 gradient makes the parameters, and so the next evaluation, non-finite), and the one device→host transfer per epoch
 is the evaluation result. A run knows nothing of tuning or studies.
+
+Between epochs the loop may checkpoint (``bench.checkpoint``: model, optimizer, schedule, every RNG, the data
+stream, the curves so far) and, given a checkpoint of the same spec, continues from it with bit-identical results.
+Observers (``bench.observers``: loggers, parameter savers, progress bars, pruners) see the run at its epoch
+boundaries; the loop shields the run from them. This is the ``single`` engine; ``bench.engine`` trains cohorts.
 """
 from __future__ import annotations
 
@@ -19,8 +24,11 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
+from bench import checkpoint as ckpt
+from bench.observers import EpochInfo, RunStart, SafeObservers
+from bench.precision import forward_context, run_numerics
 from bench.schedules import SCHEDULES
 from bench.spec import RunSpec
 from optimizers import OPTIMIZERS, OptimizerSpec
@@ -48,6 +56,10 @@ class RunResult:
     finished_at: datetime | None = None
     error: str | None = None
     has_accuracy: bool = False
+    engine: str = "single"
+    deterministic: bool = False
+    resumes: int = 0
+    params_file: str | None = None
 
     def series(self, split: str, metric: str) -> list[float]:
         return [v for (_, s, m, v) in self.curves if s == split and m == metric]
@@ -77,6 +89,8 @@ class RunResult:
             "num_parameters": self.num_parameters, "device": self.device, "versions": json.dumps(versions()),
             "git_commit": git_commit(), "started_at": self.started_at, "finished_at": self.finished_at,
             "protocol_version": spec.protocol_version, "spec": spec.canonical(),
+            "engine": self.engine, "precision": spec.precision, "deterministic": self.deterministic,
+            "resumes": self.resumes, "params_file": self.params_file,
         }
 
 
@@ -113,8 +127,18 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def make_step(problem: Problem, model: nn.Module, optimizer: torch.optim.Optimizer,
-              spec_cls: type[OptimizerSpec]) -> tuple[Callable[[Batch], None], Callable[[], int]]:
+class StepCounter:
+    """Closure calls (gradient evaluations) of closure-driven optimizers; saved with a checkpoint."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self) -> int:
+        return self.calls
+
+
+def make_step(problem: Problem, model: nn.Module, optimizer: torch.optim.Optimizer, spec_cls: type[OptimizerSpec],
+              precision: str = "fp32") -> tuple[Callable[[Batch], None], StepCounter]:
     """The training step for this optimizer, and a counter of closure calls (gradient evaluations).
 
     Closure-driven optimizers (L-BFGS, SAM, ...) get a closure that recomputes loss and gradients on the batch;
@@ -124,52 +148,55 @@ def make_step(problem: Problem, model: nn.Module, optimizer: torch.optim.Optimiz
     the run loop knows such optimizers exist.
     """
     create_graph = spec_cls.create_graph
-    calls = [0]
+    counter = StepCounter()
+    device = next(iter(model.parameters())).device
+
+    def loss_of(batch: Batch, sampled: bool = False) -> Tensor:
+        with forward_context(precision, device):
+            return problem.sampled_loss(model, batch) if sampled else problem.compute(model, batch, training=True)[0]
 
     if spec_cls.needs_closure:
         def step(batch: Batch) -> None:
             def closure(sampled: bool = False) -> torch.Tensor:
-                calls[0] += 1
+                counter.calls += 1
                 optimizer.zero_grad(set_to_none=True)
-                if sampled:
-                    loss = problem.sampled_loss(model, batch)
-                else:
-                    loss = problem.compute(model, batch, training=True)[0]
+                loss = loss_of(batch, sampled)
                 loss.backward(create_graph=create_graph)
                 return loss
             optimizer.step(closure)
     else:
         def step(batch: Batch) -> None:
             optimizer.zero_grad(set_to_none=True)
-            loss = problem.compute(model, batch, training=True)[0]
-            loss.backward(create_graph=create_graph)
+            loss_of(batch).backward(create_graph=create_graph)
             optimizer.step()
-    if create_graph and any(p.is_cuda for p in model.parameters()):
+    if create_graph and device.type == "cuda":
         plain_step = step
 
         def step(batch: Batch) -> None:  # noqa: F811 - cuDNN's RNN backward has no double backward (P8 + Sophia-H)
             with torch.backends.cudnn.flags(enabled=False):
                 plain_step(batch)
-    return step, lambda: calls[0]
+    return step, counter
 
 
 @torch.no_grad()
-def evaluate(problem: Problem, model: nn.Module) -> dict[str, dict[str, float]]:
+def evaluate(problem: Problem, model: nn.Module, precision: str = "fp32") -> dict[str, dict[str, float]]:
     """Loss (incl. L2) and accuracy on train-eval, valid and test: row-weighted means, one host sync."""
     model.eval()
+    device = next(iter(model.parameters())).device
     per_split = []
-    for split in SPLITS:
-        problem.reset_state()
-        parts, rows = [], []
-        for batch in problem.eval_batches(split):
-            loss, acc = problem.compute(model, batch, training=False)
-            parts.append(loss if acc is None else torch.stack([loss, acc]))
-            rows.append(batch[0].shape[0])
-        if len(parts) == 1:
-            per_split.append(parts[0])
-        else:
-            weights = torch.tensor(rows, dtype=parts[0].dtype, device=parts[0].device) / sum(rows)
-            per_split.append(torch.tensordot(weights, torch.stack(parts), dims=1))
+    with forward_context(precision, device):
+        for split in SPLITS:
+            problem.reset_state()
+            parts, rows = [], []
+            for batch in problem.eval_batches(split):
+                loss, acc = problem.compute(model, batch, training=False)
+                parts.append(loss.float() if acc is None else torch.stack([loss.float(), acc.float()]))
+                rows.append(batch[0].shape[0])
+            if len(parts) == 1:
+                per_split.append(parts[0])
+            else:
+                weights = torch.tensor(rows, dtype=parts[0].dtype, device=parts[0].device) / sum(rows)
+                per_split.append(torch.tensordot(weights, torch.stack(parts), dims=1))
     values = torch.stack(per_split).tolist()
     out: dict[str, dict[str, float]] = {}
     for split, value in zip(SPLITS, values):
@@ -177,10 +204,32 @@ def evaluate(problem: Problem, model: nn.Module) -> dict[str, dict[str, float]]:
     return out
 
 
+def flat_parameters(model: nn.Module) -> Tensor:
+    """All trainable parameters as one flat vector (a detached copy), in ``model.parameters()`` order."""
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters() if p.requires_grad]).clone()
+
+
 def train(spec: RunSpec, *, device: str | torch.device = "cpu", data_dir: str | Path | None = None,
-          on_epoch: EpochObserver | None = None) -> RunResult:
-    """Run one spec end to end and return its result (nothing is written here)."""
+          on_epoch: EpochObserver | None = None, observers: Any = (),
+          checkpoints: ckpt.CheckpointStore | None = None, deterministic: bool = False) -> RunResult:
+    """Run one spec end to end and return its result (records are written by the caller).
+
+    ``on_epoch`` is a harness callback (progress, pruning: its :class:`~bench.observers.StopRun` stops the run);
+    ``observers`` are shielded (one that fails is dropped with a warning). With ``checkpoints`` the run continues
+    from a checkpoint of the same spec if there is one, and checkpoints itself when the store's policy says so.
+    """
     dev = resolve_device(device) if isinstance(device, str) else device
+    watchers = SafeObservers(observers, strict=[on_epoch] if on_epoch is not None else [])
+    with run_numerics(spec.precision, deterministic):
+        try:
+            return _train(spec, dev, data_dir, watchers, checkpoints, deterministic)
+        except BaseException as err:  # noqa: BLE001 - observers learn that the run went down, then it propagates
+            watchers.on_stop(type(err).__name__)
+            raise
+
+
+def _train(spec: RunSpec, dev: torch.device, data_dir: str | Path | None, watchers: SafeObservers,
+           checkpoints: ckpt.CheckpointStore | None, deterministic: bool) -> RunResult:
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     torch.manual_seed(spec.seed)
@@ -191,7 +240,7 @@ def train(spec: RunSpec, *, device: str | torch.device = "cpu", data_dir: str | 
     optimizer = opt_cls.build(model.parameters(), spec.hyperparameters)
     opt_cls.prepare(optimizer, problem)
     schedule = SCHEDULES.get(spec.schedule)(spec.num_epochs, problem.steps_per_epoch(), **spec.schedule_settings)
-    step, closure_calls = make_step(problem, model, optimizer, opt_cls)
+    step, counter = make_step(problem, model, optimizer, opt_cls, spec.precision)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     per_step = schedule.granularity == "step"
 
@@ -200,20 +249,42 @@ def train(spec: RunSpec, *, device: str | torch.device = "cpu", data_dir: str | 
             g["lr"] = lr * f
 
     result = RunResult(spec=spec, status="completed", num_parameters=problem.num_parameters(model), device=str(dev),
-                       started_at=started, has_accuracy=problem.has_accuracy)
+                       started_at=started, has_accuracy=problem.has_accuracy, deterministic=deterministic)
+    identity = spec.canonical()
+    start_epoch, elapsed_before = 0, 0.0
+    saved = checkpoints.load(spec.run_id, identity) if checkpoints is not None else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        schedule.load_state_dict(saved["schedule"])
+        problem.load_state_dict(saved["problem"])
+        ckpt.set_rng_state(saved["rng"])
+        result.curves = list(saved["curves"])
+        result.steps, counter.calls = saved["steps"], saved["closure_calls"]
+        result.started_at = saved["started_at"]
+        result.resumes = saved["resumes"] + 1
+        start_epoch, elapsed_before = saved["next_epoch"], saved["wall_time_s"]
+    watchers.on_start(RunStart(spec=spec, start_epoch=start_epoch, num_parameters=result.num_parameters,
+                               device=str(dev), resumes=result.resumes, curves=list(result.curves)))
     metric = "accuracy" if problem.has_accuracy else "loss"
-    for epoch in range(spec.num_epochs + 1):
-        metrics = evaluate(problem, model)
+    last_saved_epoch, last_saved_at = start_epoch, time.monotonic()
+    for epoch in range(start_epoch, spec.num_epochs + 1):
+        metrics = evaluate(problem, model, spec.precision)
         for split, values in metrics.items():
             result.curves.extend((epoch, split, m, v) for m, v in values.items())
-        if on_epoch is not None:
-            on_epoch(epoch, metrics)
-        if not all(math.isfinite(metrics[s]["loss"]) for s in SPLITS):
+        diverged = not all(math.isfinite(metrics[s]["loss"]) for s in SPLITS)
+        last = diverged or epoch == spec.num_epochs
+        if not last:
+            schedule.observe(epoch, metrics["valid"][metric], problem.has_accuracy)
+        factor = None if last else (schedule.factor(epoch) if not per_step else schedule.factor(epoch, 0))
+        if watchers:
+            watchers.on_epoch(epoch, metrics, EpochInfo(lr_factor=factor, steps=result.steps,
+                                                        flat_params=lambda: flat_parameters(model)))
+        if diverged:
             result.status = "diverged"
             break
-        if epoch == spec.num_epochs:
+        if last:
             break
-        schedule.observe(epoch, metrics["valid"][metric], problem.has_accuracy)
         opt_cls.on_epoch(optimizer, epoch, spec.num_epochs)
         if not per_step:
             set_factor(schedule.factor(epoch))
@@ -224,7 +295,17 @@ def train(spec: RunSpec, *, device: str | torch.device = "cpu", data_dir: str | 
                 set_factor(schedule.factor(epoch, i))
             step(batch)
         result.steps += problem.steps_per_epoch()
-    result.grad_evals = opt_cls.grad_evals(spec.hyperparameters, result.steps, closure_calls())
-    result.wall_time_s = time.perf_counter() - t0
+        if checkpoints is not None and checkpoints.policy.due(epoch + 1 - last_saved_epoch,
+                                                              time.monotonic() - last_saved_at):
+            checkpoints.save(spec.run_id, identity, {
+                "next_epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(), "problem": problem.state_dict(), "rng": ckpt.rng_state(),
+                "curves": result.curves, "steps": result.steps, "closure_calls": counter.calls,
+                "wall_time_s": elapsed_before + time.perf_counter() - t0, "started_at": result.started_at,
+                "resumes": result.resumes})
+            last_saved_epoch, last_saved_at = epoch + 1, time.monotonic()
+            watchers.on_checkpoint(epoch + 1)
+    result.grad_evals = opt_cls.grad_evals(spec.hyperparameters, result.steps, counter.calls)
+    result.wall_time_s = elapsed_before + time.perf_counter() - t0
     result.finished_at = datetime.now(timezone.utc)
     return result

@@ -78,6 +78,13 @@ class Schedule:
     def observe(self, epoch: int, valid_metric: float, higher_is_better: bool) -> None:
         """Called after evaluating epoch ``epoch``, before ``factor(epoch)``; only reactive laws (plateau) use it."""
 
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a law has learnt while running (a plateau's history); saved with a mid-run checkpoint."""
+        return {k: (list(v) if isinstance(v, list) else v) for k, v in vars(self).items()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        vars(self).update({k: (list(v) if isinstance(v, list) else v) for k, v in state.items()})
+
 
 def _check_granularity(granularity: Any) -> str:
     if granularity not in GRANULARITIES:

@@ -54,6 +54,8 @@ class Cell:
     data_order: str
     budget: Budget
     tuning: TuningSettings
+    precision: str = "fp32"
+    arithmetic: str = "exact"
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> Cell:
@@ -63,7 +65,8 @@ class Cell:
         cell = cls(problem=base.problem, problem_settings=dict(base.problem_settings), optimizer=base.optimizer,
                    defaults=dict(base.hyperparameters), schedule=base.schedule,
                    schedule_settings=dict(base.schedule_settings), data_order=base.data_order, budget=budget,
-                   tuning=tuning_from_config(cfg))
+                   tuning=tuning_from_config(cfg), precision=base.precision,
+                   arithmetic=base.arithmetic)
         if budget.tuned and not cell.search_space:
             raise TuningError(f"optimizer {cell.optimizer} has no tuned hyperparameters; use budget=oneshot")
         return cell
@@ -102,7 +105,7 @@ class Cell:
         return {"problem": self.problem, "problem_settings": dict(self.problem_settings),
                 "optimizer": self.optimizer, "schedule": self.schedule,
                 "schedule_settings": dict(self.schedule_settings), "data_order": self.data_order,
-                "protocol_version": PROTOCOL_VERSION}
+                "precision": self.precision, "arithmetic": self.arithmetic, "protocol_version": PROTOCOL_VERSION}
 
     def study_identity(self) -> dict[str, Any]:
         """What the study's trials depend on: not the budget, the selection or the re-run seeds (shared by all)."""
@@ -132,7 +135,8 @@ class Cell:
         """The run spec of ``tuned`` hyperparameters over the YAML defaults, with ``seed``."""
         return make_spec(self.problem, self.optimizer, {**self.defaults, **tuned}, schedule=self.schedule,
                          seed=seed, problem_settings=self.problem_settings, schedule_settings=self.schedule_settings,
-                         data_order=self.data_order)
+                         data_order=self.data_order, precision=self.precision,
+                         arithmetic=self.arithmetic)
 
     def oneshot_specs(self) -> list[RunSpec]:
         return [self.spec({}, s) for s in self.tuning.seeds]
