@@ -7,10 +7,11 @@ schedules of synchronisations, the hyperparameter ``sync``:
 
 * ``replace`` (default, the study's code): the TF-1 wrapper the study ran, ``LookaheadOptimizer(fast_optimizer,
   k=5, alpha=0.5)`` of jinmel/lookahead-tensorflow (``lookahead.py``, ``LookaheadOptimizer._apply_dense`` /
-  ``_finish``; matched by class name, signature, defaults and published curves, protocol §2 notes). Its call n
-  (counted from 0 by a step variable that ``_finish`` advances) does the synchronisation **instead of** the inner
-  update when ``n % k == 0`` and the inner update otherwise. So call 0 is a no-op (φ₀ = θ₀), the gradient of a
-  sync call is computed and discarded, only k − 1 of every k calls train, and k = 1 never trains.
+  ``_finish``; matched by class name, signature, defaults and published curves; the repository is not on PyPI, so
+  the rule is as issue #15 and protocol §2 notes read it). Its call n (counted from 0 by a step variable that
+  ``_finish`` advances) does the synchronisation **instead of** the inner update when ``n % k == 0`` and the inner
+  update otherwise. So call 0 is a no-op (φ₀ = θ₀), the gradient of a sync call is computed and discarded, only
+  k − 1 of every k calls train, and k = 1 never trains.
 * ``after`` (Zhang et al.'s Algorithm 1, pytorch_optimizer's ``Lookahead``): every call is an inner step, and a
   synchronisation follows every k-th inner step (calls k−1, 2k−1, …).
 

@@ -9,7 +9,7 @@ The wrapper and its ``sync`` rules (``replace`` = the study's TF wrapper, defaul
 ``inner_step_count`` — what the inner RAdam's step count t does inside Lookahead:
 
 * ``frozen`` (default, the study's code): the TF RAdam the study wrapped, CyberZHG/keras-radam
-  ``keras_radam/training.py`` ``RAdamOptimizer``, keeps t (its ``step`` non-slot variable, initial value 1.0) and
+  ``keras_radam/training.py`` ``RAdamOptimizer`` (read in PyPI's keras-rectified-adam 0.17.0), keeps t (its ``step`` non-slot variable, initial value 1.0) and
   the powers β1^t, β2^t (``beta1_power``/``beta2_power``, initial values β1, β2) as variables that only its
   ``_finish`` advances. jinmel/lookahead-tensorflow's ``LookaheadOptimizer._apply_dense`` calls the inner
   ``_apply_dense`` and never its ``_finish``, so t = 1 for the whole run. At t = 1, ρ₁ = ρ∞ − 2β2/(1−β2) = 1 < 5

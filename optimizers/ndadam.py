@@ -1,7 +1,8 @@
 """ND-Adam, the study's ``NDAdamOptimizer`` (Zhang, Xu & Yang 2017, "Normalized Direction-preserving Adam").
 
 The rule follows the authors' TF-1 class, zj10/ND-Adam ``NDAdamOptimizer(learning_rate, beta1, beta2, epsilon,
-vec_axes={})`` (``_create_slots`` / ``_apply_dense``; matched by class name and signature, protocol §2 notes): only
+vec_axes={})`` (``_create_slots`` / ``_apply_dense``; matched by class name and signature; not on PyPI, so as
+issue #15 and protocol §2 notes read it): only
 the tensors its caller lists in ``vec_axes`` are stacks of weight vectors; every other tensor gets Adam in the
 paper's form (ε added *after* the bias correction, not TF Adam's ε-hat)::
 
