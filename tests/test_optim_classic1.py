@@ -34,7 +34,8 @@ DEFAULTS = {
                 "semantics": "tf"},
     "amsgrad": {"learning_rate": 1e-2, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8, "semantics": "tf"},
     "nadam": {"learning_rate": 1e-3, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-7, "semantics": "tf"},
-    "ndadam": {"learning_rate": 1e-3, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8},
+    "ndadam": {"learning_rate": 1e-3, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8, "vec_axes": "none",
+               "vec_lr_factor": 50.0, "normalise_at_init": False},
 }
 STUDY_NAMES = {"momentum": "MomentumOptimizer", "nag": "NAGOptimizer", "adagrad": "AdagradOptimizer",
                "adadelta": "AdadeltaOptimizer", "rmsprop": "RMSPropOptimizer", "amsgrad": "AMSGrad",
@@ -192,22 +193,46 @@ def ref_adam_family(hp: dict, init: list, grad: Callable, kind: str) -> list:
     return out
 
 
-def ref_ndadam(hp: dict, init: list, grad: Callable) -> list:
-    """Zhang et al. 2017, Algorithm 1, per row of the (rows, -1) view of every ≥2-D tensor; paper Adam for 1-D."""
+def ref_paper_adam(hp: dict, init: list, grad: Callable) -> list:
+    """Kingma & Ba's Algorithm 1 as written: θ ← θ − lr·m̂/(sqrt(v̂) + ε), ε added after the bias correction."""
     b1, b2, eps = hp["beta1"], hp["beta2"], hp["epsilon"]
+    theta = [x.copy() for x in init]
+    m = [np.zeros_like(x) for x in init]
+    v = [np.zeros_like(x) for x in init]
+    out = []
+    for t, f in enumerate(LR_FACTORS, start=1):
+        for i, g in enumerate(grad(theta)):
+            m[i] = b1 * m[i] + (1 - b1) * g
+            v[i] = b2 * v[i] + (1 - b2) * g * g
+            theta[i] = theta[i] - hp["learning_rate"] * f * (m[i] / (1 - b1**t)) / (np.sqrt(v[i] / (1 - b2**t)) + eps)
+        out.append([x.copy() for x in theta])
+    return out
+
+
+def _ndadam_vectors(x: np.ndarray, vec_axes: str) -> bool:
+    """dim0: every tensor of ≥ 2 dims; filters: 2-D (linear rows) and 4-D (conv output filters) only."""
+    return {"none": False, "dim0": x.ndim >= 2, "filters": x.ndim in (2, 4)}[vec_axes]
+
+
+def ref_ndadam(hp: dict, init: list, grad: Callable) -> list:
+    """zj10/ND-Adam's TF class: Zhang et al. 2017's per-vector rule on the rows of the (rows, -1) view of the tensors
+    ``vec_axes`` selects, with vec_lr_factor × lr and unit rows after each update (at build time only with
+    normalise_at_init); the paper's Adam (ε after bias correction) for the rest."""
+    b1, b2, eps, factor = hp["beta1"], hp["beta2"], hp["epsilon"], hp["vec_lr_factor"]
+    vector = [_ndadam_vectors(x, hp["vec_axes"]) for x in init]
     theta = []
-    for x in init:
-        if x.ndim >= 2:
+    for x, is_vec in zip(init, vector):
+        if is_vec and hp["normalise_at_init"]:
             w = x.reshape(x.shape[0], -1)
             x = (w / np.linalg.norm(w, axis=1, keepdims=True)).reshape(x.shape)
         theta.append(x.copy())
     m = [np.zeros_like(x) for x in init]
-    v = [np.zeros((x.shape[0],)) if x.ndim >= 2 else np.zeros_like(x) for x in init]
+    v = [np.zeros((x.shape[0],)) if is_vec else np.zeros_like(x) for x, is_vec in zip(init, vector)]
     out = []
     for t, f in enumerate(LR_FACTORS, start=1):
         lr = hp["learning_rate"] * f
         for i, g_full in enumerate(grad(theta)):
-            if theta[i].ndim >= 2:
+            if vector[i]:
                 shape = theta[i].shape
                 w, g, mi = theta[i].reshape(shape[0], -1), g_full.reshape(shape[0], -1), m[i].reshape(shape[0], -1)
                 rows = []
@@ -216,7 +241,7 @@ def ref_ndadam(hp: dict, init: list, grad: Callable) -> list:
                     mi[r] = b1 * mi[r] + (1 - b1) * gr
                     v[i][r] = b2 * v[i][r] + (1 - b2) * np.dot(gr, gr)
                     m_hat, v_hat = mi[r] / (1 - b1**t), v[i][r] / (1 - b2**t)
-                    w_bar = w[r] - lr * m_hat / (np.sqrt(v_hat) + eps)
+                    w_bar = w[r] - factor * lr * m_hat / (np.sqrt(v_hat) + eps)
                     rows.append(w_bar / np.linalg.norm(w_bar))
                 m[i] = mi.reshape(shape)
                 theta[i] = np.stack(rows).reshape(shape)
@@ -254,6 +279,12 @@ CASES = [(name, {}) for name in NAMES] + [
     ("amsgrad", {"learning_rate": 0.1, "beta1": 0.6, "beta2": 0.5, "epsilon": 0.1}),
     ("nadam", {"learning_rate": 0.1, "beta1": 0.6, "beta2": 0.5, "epsilon": 0.1}),
     ("ndadam", {"learning_rate": 0.2, "beta1": 0.6, "beta2": 0.8, "epsilon": 1e-2}),
+    ("ndadam", {"vec_axes": "dim0"}),  # the TF class's 50 × lr on the vectors, no normalisation at build time
+    ("ndadam", {"learning_rate": 0.01, "beta1": 0.6, "beta2": 0.8, "epsilon": 1e-2, "vec_axes": "filters"}),
+    ("ndadam", {"learning_rate": 0.01, "beta1": 0.6, "beta2": 0.8, "epsilon": 1e-2, "vec_axes": "dim0",
+                "vec_lr_factor": 7.0}),
+    ("ndadam", {"learning_rate": 0.2, "beta1": 0.6, "beta2": 0.8, "epsilon": 1e-2, "vec_axes": "dim0",
+                "vec_lr_factor": 1.0, "normalise_at_init": True}),  # the paper's Algorithm 1
 ]
 
 
@@ -381,29 +412,104 @@ def test_warmup_from_zero(name: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------------- ND-Adam
-def test_ndadam_keeps_unit_vectors_and_adam_elsewhere() -> None:
+@pytest.mark.parametrize("overrides", [{}, {"learning_rate": 0.1, "beta1": 0.6, "beta2": 0.8, "epsilon": 0.3}],
+                         ids=["defaults", "large-eps"])
+def test_ndadam_default_is_adam_with_eps_after_bias_correction(overrides: dict) -> None:
+    """No tensor is a vector by default: the trajectory is Kingma & Ba's Adam (= torch.optim.Adam), not TF's ε-hat."""
+    hp = full_hp("ndadam", **overrides)
+    init, grad, loss = toy()
+    ours = run_ours("ndadam", hp, init, loss)
+    assert_same(ours, ref_paper_adam(hp, init, grad), init, rtol=1e-10)
+    params = [torch.nn.Parameter(torch.tensor(x)) for x in init]
+    theirs = drive(torch.optim.Adam(params, lr=hp["learning_rate"], betas=(hp["beta1"], hp["beta2"]),
+                                    eps=hp["epsilon"], foreach=False), params, loss, hp["learning_rate"])
+    assert_same(ours, theirs, init, rtol=1e-12)
+    if overrides:  # a large ε tells the two placements apart
+        tf_adam = ref_adam_family(hp, init, grad, "adam")
+        assert np.abs(tf_adam[-1][0] - ours[-1][0]).max() > 1e-3
+
+
+def _conv_net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.Flatten(), torch.nn.Linear(12, 4))
+
+
+@pytest.mark.parametrize("vec_axes", ["none", "dim0", "filters"])
+def test_ndadam_build_leaves_the_weights_alone(vec_axes: str) -> None:
+    """The TF class never normalises at initialisation, so the epoch-0 weights are the model's bit for bit;
+    normalise_at_init=true (the paper's Algorithm 1) makes the vectors unit at build time."""
+    net = _conv_net()
+    before = [p.detach().clone() for p in net.parameters()]
+    spec = OPTIMIZERS.get("ndadam")
+    spec.build(net.parameters(), spec.validate(full_hp("ndadam", vec_axes=vec_axes)))
+    assert all(torch.equal(p, b) for p, b in zip(net.parameters(), before))
+    if vec_axes != "none":
+        spec.build(net.parameters(), spec.validate(full_hp("ndadam", vec_axes=vec_axes, normalise_at_init=True)))
+        for p, b in zip(net.parameters(), before):
+            if p.ndim >= 2:
+                np.testing.assert_allclose(p.detach().flatten(1).norm(dim=1).numpy(), 1.0, rtol=1e-6)
+            else:
+                assert torch.equal(p, b)  # biases are never vectors
+
+
+def test_ndadam_epoch0_evaluation_equals_adams(tmp_path: Path) -> None:
+    """Through the run loop on fmnist_2c2d (conv and dense kernels, smoke data): the epoch-0 evaluation of the
+    default ND-Adam is Adam's bit for bit (as in the published seed-42 runs); that normalise_at_init=true changes the
+    weights is checked above."""
+    from bench.spec import make_spec
+    from bench.train import train
+
+    settings = {"batch_size": 32, "num_epochs": 1, "weight_decay": 0.0, "size": "smoke"}
+    adam_hp = {"learning_rate": 1e-3, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8, "semantics": "tf"}
+
+    class Evaluated(Exception):
+        """Raised by the observer once the epoch-0 evaluation is in: the test needs no training."""
+
+    def epoch0(name: str, hp: dict) -> dict:
+        seen = {}
+
+        def observe(epoch: int, metrics: dict) -> None:
+            seen.update(metrics)
+            raise Evaluated
+
+        with pytest.raises(Evaluated):
+            train(make_spec("fmnist_2c2d", name, hp, problem_settings=settings, seed=42), data_dir=tmp_path,
+                  on_epoch=observe)
+        return seen
+
+    adam = epoch0("adam", adam_hp)
+    assert sorted(adam) == ["test", "train", "valid"] and all(len(m) == 2 for m in adam.values())
+    assert epoch0("ndadam", DEFAULTS["ndadam"]) == adam
+    assert epoch0("ndadam", full_hp("ndadam", vec_axes="dim0")) == adam  # vectors, but none normalised at build
+
+
+@pytest.mark.parametrize("vec_axes", ["dim0", "filters"])
+def test_ndadam_unit_vectors_after_each_update_and_adam_elsewhere(vec_axes: str) -> None:
     init, _, loss = toy()
     spec = OPTIMIZERS.get("ndadam")
     params = [torch.nn.Parameter(torch.tensor(x)) for x in init]
-    opt = spec.build(params, spec.validate(full_hp("ndadam", learning_rate=0.2)))
-    for _ in range(2):
-        for p in params:
-            if p.ndim >= 2:
-                norms = p.detach().reshape(p.shape[0], -1).norm(dim=1)
-                np.testing.assert_allclose(norms.numpy(), 1.0, rtol=1e-12)
-        drive(opt, params, loss, 0.2)
-    assert opt.state[params[0]]["v"].shape == (3, 1)  # one second moment per weight vector
-    assert opt.state[params[1]]["v"].shape == (5,)  # per element for 1-D (Adam)
+    opt = spec.build(params, spec.validate(full_hp("ndadam", learning_rate=0.2, vec_axes=vec_axes)))
+    vectors = [p.ndim >= 2 if vec_axes == "dim0" else p.ndim in (2, 4) for p in params]
+    assert vectors == ([True, False, True] if vec_axes == "dim0" else [True, False, False])
+    assert not np.allclose(params[0].detach().norm(dim=1).numpy(), 1.0)  # not normalised at build time
+    drive(opt, params, loss, 0.2)
+    for p, is_vec in zip(params, vectors):
+        if is_vec:
+            np.testing.assert_allclose(p.detach().reshape(p.shape[0], -1).norm(dim=1).numpy(), 1.0, rtol=1e-12)
+            assert opt.state[p]["v"].shape == (p.shape[0], 1)  # one second moment per weight vector
+        else:
+            assert opt.state[p]["v"].shape == p.shape  # per element (Adam)
 
 
 def test_ndadam_zero_vector() -> None:
     spec = OPTIMIZERS.get("ndadam")
     w = torch.nn.Parameter(torch.tensor([[0.0, 0.0], [3.0, 4.0]], dtype=torch.float64))
-    opt = spec.build([w], spec.validate(full_hp("ndadam", learning_rate=0.1)))
+    opt = spec.build([w], spec.validate(full_hp("ndadam", learning_rate=0.1, vec_axes="dim0",
+                                                 normalise_at_init=True)))
     np.testing.assert_allclose(w.detach().numpy(), [[0.0, 0.0], [0.6, 0.8]])
     w.grad = torch.tensor([[1.0, -2.0], [0.5, 0.5]], dtype=torch.float64)
     opt.step()
-    # Row 0: w̄ = −lr·m̂/(sqrt(v̂)+ε) is along −g, normalised.
+    # Row 0: w̄ = −f·lr·m̂/(sqrt(v̂)+ε) is along −g, normalised.
     np.testing.assert_allclose(w.detach().numpy()[0], np.array([-1.0, 2.0]) / np.sqrt(5.0), rtol=1e-6)
 
 
@@ -426,6 +532,9 @@ BAD = [
     ("amsgrad", {"beta1": 1.0}, "beta1"),
     ("nadam", {"beta2": -0.1}, "beta2"),
     ("ndadam", {"beta1": 1.5}, "beta1"),
+    ("ndadam", {"vec_axes": "rows"}, "vec_axes"),
+    ("ndadam", {"vec_lr_factor": 0.0}, "vec_lr_factor"),
+    ("ndadam", {"normalise_at_init": "yes"}, "normalise_at_init"),
     ("momentum", {"learning_rate": -0.01}, "learning_rate"),
     ("nag", {"momentum": 1.0}, "momentum"),
     ("momentum", {"momentum_warmup_epochs": -1}, "momentum_warmup_epochs"),

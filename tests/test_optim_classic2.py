@@ -170,21 +170,48 @@ class AdaBeliefRef(Ref):
                 for x, m, s in zip(theta, self.m, self.s)]
 
 
-class LookaheadRef(Ref):
-    """Zhang et al. 2019: after every k inner steps φ ← φ + α(θ − φ), θ ← φ; inner state untouched."""
+class HeavyBallRef(Ref):
+    """Heavy-ball momentum in EMA form: m ← ρm + (1−ρ)g; θ ← θ − lr/(1−ρ)·m (no bias correction beyond the
+    constant 1/(1−ρ)). With ρ = β1 this is what the study's Lookahead-RAdam inner step reduces to (RAdam stuck at
+    t = 1, ρ₁ = 1 < 5, un-rectified branch)."""
 
-    def __init__(self, inner: Ref, k: int, alpha: float) -> None:
-        self.inner, self.k, self.alpha = inner, k, alpha
-        self.slow = [x.copy() for x in THETA0]
-        self.syncs = 0
+    def __init__(self, rho: float) -> None:
+        self.rho = rho
+        self.m = [np.zeros(s) for s in SHAPES]
 
     def step(self, t: int, theta: Arrays, g: Arrays, lr: float) -> Arrays:
-        theta = self.inner.step(t, theta, g, lr)
-        if t % self.k == 0:
-            self.slow = [s + self.alpha * (x - s) for s, x in zip(self.slow, theta)]
-            theta = [s.copy() for s in self.slow]
-            self.syncs += 1
-        return theta
+        self.m = [self.rho * m + (1 - self.rho) * gi for m, gi in zip(self.m, g)]
+        return [x - lr / (1 - self.rho) * m for x, m in zip(theta, self.m)]
+
+
+class LookaheadRef(Ref):
+    """Zhang et al. 2019 with φ₀ = θ₀ and a sync φ ← φ + α(θ − φ), θ ← φ that leaves the inner state alone.
+
+    ``replace`` (the study's TF wrapper): call n = t − 1 syncs *instead of* an inner step when n % k == 0 (its
+    gradient unused), else one inner step; ``after`` (the paper): an inner step every call, a sync after every k-th.
+    The inner optimizer is given its own count of the inner steps it took (1, 2, ...).
+    """
+
+    def __init__(self, inner: Ref, k: int, alpha: float, sync: str) -> None:
+        self.inner, self.k, self.alpha, self.sync = inner, k, alpha, sync
+        self.slow = [x.copy() for x in THETA0]
+        self.syncs = self.inner_steps = 0
+
+    def _sync(self, theta: Arrays) -> Arrays:
+        self.slow = [s + self.alpha * (x - s) for s, x in zip(self.slow, theta)]
+        self.syncs += 1
+        return [s.copy() for s in self.slow]
+
+    def _inner(self, theta: Arrays, g: Arrays, lr: float) -> Arrays:
+        self.inner_steps += 1
+        return self.inner.step(self.inner_steps, theta, g, lr)
+
+    def step(self, t: int, theta: Arrays, g: Arrays, lr: float) -> Arrays:
+        n = t - 1
+        if self.sync == "replace":
+            return self._sync(theta) if n % self.k == 0 else self._inner(theta, g, lr)
+        theta = self._inner(theta, g, lr)
+        return self._sync(theta) if (n + 1) % self.k == 0 else theta
 
 
 def run_ref(ref: Ref, lr: float, steps: int = STEPS, lr_factor_at: dict[int, float] | None = None) -> Arrays:
@@ -264,42 +291,137 @@ def test_final_lr_ignores_lr_rescaling_in_tf_semantics(name: str) -> None:
 def _lookahead_ref(name: str, hp: dict[str, Any]) -> LookaheadRef:
     if name == "lookahead_momentum":
         inner: Ref = MomentumRef(hp["momentum"])
+    elif hp["inner_step_count"] == "frozen":
+        inner = HeavyBallRef(hp["beta1"])
     else:
-        inner = RAdamRef(hp["beta1"], hp["beta2"], hp["epsilon"])
-    return LookaheadRef(inner, hp["k"], hp["alpha"])
+        inner = RAdamRef(hp["beta1"], hp["beta2"], hp["epsilon"], torch_eps=hp["semantics"] == "torch")
+    return LookaheadRef(inner, hp["k"], hp["alpha"], hp["sync"])
 
 
 LOOKAHEAD_CUSTOM = {
-    "lookahead_momentum": dict(learning_rate=0.02, momentum=0.8, alpha=0.3),
-    "lookahead_radam": dict(learning_rate=0.03, beta1=0.7, beta2=0.8, alpha=0.3, epsilon=1e-2, semantics="tf"),
+    "lookahead_momentum": dict(learning_rate=0.02, momentum=0.8, alpha=0.3, sync="replace"),
+    "lookahead_radam": dict(learning_rate=0.03, beta1=0.7, beta2=0.8, alpha=0.3, epsilon=1e-2, semantics="tf",
+                            sync="replace", inner_step_count="frozen"),
 }
+# (name, overrides of the custom settings): the study's rules, the paper's, and the mixed ones
+LOOKAHEAD_RULES = [
+    ("lookahead_momentum", {}),
+    ("lookahead_momentum", {"sync": "after"}),
+    ("lookahead_radam", {}),
+    ("lookahead_radam", {"sync": "after"}),
+    ("lookahead_radam", {"inner_step_count": "advancing"}),
+    ("lookahead_radam", {"sync": "after", "inner_step_count": "advancing"}),
+    ("lookahead_radam", {"sync": "after", "inner_step_count": "advancing", "semantics": "torch"}),
+]
+
+
+def _expected_syncs(sync: str, k: int, steps: int = STEPS) -> int:
+    return -(-steps // k) if sync == "replace" else steps // k  # calls 0, k, 2k, ... | calls k-1, 2k-1, ...
 
 
 @pytest.mark.parametrize("name", ["lookahead_momentum", "lookahead_radam"])
-@pytest.mark.parametrize("k", [None, 2, 3], ids=["defaults", "k2", "k3"])
-def test_lookahead_matches_reference(name: str, k: int | None) -> None:
-    hp = defaults(name) if k is None else dict(LOOKAHEAD_CUSTOM[name], k=k)
+def test_lookahead_defaults_match_reference(name: str) -> None:
+    hp = defaults(name)
+    assert hp["sync"] == "replace" and hp.get("inner_step_count", "frozen") == "frozen"
     ref = _lookahead_ref(name, hp)
     change = {0: 1.0, 7: 0.5}  # the run loop's group["lr"] rescaling must reach the inner optimizer
     expected = run_ref(ref, hp["learning_rate"], lr_factor_at=change)
-    assert ref.syncs == STEPS // hp["k"] >= 2
+    assert ref.syncs == _expected_syncs("replace", 5) == 3
     params, opt = run_torch(name, hp, lr_factor_at=change)
     assert isinstance(opt, torch.optim.Optimizer)
     assert_close(params, expected)
 
 
+@pytest.mark.parametrize("k", [2, 3])
+@pytest.mark.parametrize("name,overrides", LOOKAHEAD_RULES,
+                         ids=[f"{n}-{'-'.join(o.values()) or 'tf'}" for n, o in LOOKAHEAD_RULES])
+def test_lookahead_rules_match_reference(name: str, overrides: dict[str, Any], k: int) -> None:
+    hp = dict(LOOKAHEAD_CUSTOM[name], **overrides, k=k)
+    ref = _lookahead_ref(name, hp)
+    change = {0: 1.0, 7: 0.5}
+    expected = run_ref(ref, hp["learning_rate"], lr_factor_at=change)
+    assert ref.syncs == _expected_syncs(hp["sync"], k) >= 4
+    if isinstance(ref.inner, RAdamRef):  # the advancing inner RAdam reaches its rectified branch
+        assert any(ref.inner.rectified) and not all(ref.inner.rectified)
+    params, _ = run_torch(name, hp, lr_factor_at=change)
+    assert_close(params, expected)
+
+
+def test_lookahead_radam_tf_rule_is_heavy_ball_with_syncs_replacing_steps() -> None:
+    """The study's rule written out in one loop: calls 0, k, 2k, ... sync (gradient unused), the others are
+    m ← β1 m + (1−β1) g; θ ← θ − lr·m/(1−β1) — whatever β2 and ε are."""
+    hp = dict(LOOKAHEAD_CUSTOM["lookahead_radam"], k=4, beta2=0.95, epsilon=0.5)
+    b1, lr, k, alpha = hp["beta1"], hp["learning_rate"], hp["k"], hp["alpha"]
+    theta = [x.copy() for x in THETA0]
+    slow = [x.copy() for x in THETA0]
+    m = [np.zeros(s) for s in SHAPES]
+    for n in range(STEPS):
+        g = grads(n, theta)
+        if n % k == 0:
+            slow = [s + alpha * (x - s) for s, x in zip(slow, theta)]
+            theta = [s.copy() for s in slow]
+        else:
+            m = [b1 * mi + (1 - b1) * gi for mi, gi in zip(m, g)]
+            theta = [x - lr * mi / (1 - b1) for x, mi in zip(theta, m)]
+    params, opt = run_torch("lookahead_radam", hp)
+    assert_close(params, theta)
+    # the advancing RAdam (rectified from t = 6 on) and the paper's sync both give something else
+    for other in ({"inner_step_count": "advancing"}, {"sync": "after"}):
+        moved, _ = run_torch("lookahead_radam", {**hp, **other})
+        assert max(np.abs(p.detach().numpy() - x).max() for p, x in zip(moved, theta)) > 1e-3
+
+
+@pytest.mark.parametrize("name,overrides", LOOKAHEAD_RULES[:3] + LOOKAHEAD_RULES[4:5],
+                         ids=["momentum", "momentum-after", "radam", "radam-advancing"])
+def test_lookahead_k1_never_trains_under_replace(name: str, overrides: dict[str, Any]) -> None:
+    """k = 1: every call is a sync of φ = θ₀ with θ = θ₀ (the TF wrapper's k = 1 never trains); ``after`` trains."""
+    hp = dict(LOOKAHEAD_CUSTOM[name], **overrides, k=1)
+    params, opt = run_torch(name, hp)
+    if hp["sync"] == "replace":
+        for p, x in zip(params, THETA0):
+            assert torch.equal(p.detach(), torch.tensor(x))
+        assert not opt.inner.state  # no inner step was ever taken
+    else:
+        assert not any(torch.equal(p.detach(), torch.tensor(x)) for p, x in zip(params, THETA0))
+
+
+@pytest.mark.parametrize("name", ["lookahead_momentum", "lookahead_radam"])
+def test_lookahead_first_call_is_a_no_op(name: str) -> None:
+    hp = defaults(name)
+    params, opt = run_torch(name, hp, steps=1)
+    for p, x in zip(params, THETA0):
+        assert torch.equal(p.detach(), torch.tensor(x))  # bit for bit: φ + α(θ − φ) with φ = θ
+    assert not opt.inner.state and opt.calls == 1
+    params, _ = run_torch(name, hp, steps=2)  # the second call is the first inner step
+    assert not any(torch.equal(p.detach(), torch.tensor(x)) for p, x in zip(params, THETA0))
+    params, _ = run_torch(name, {**hp, "sync": "after"}, steps=1)  # the paper's rule steps at once
+    assert not any(torch.equal(p.detach(), torch.tensor(x)) for p, x in zip(params, THETA0))
+
+
 def test_lookahead_differs_from_its_inner_optimizer() -> None:
-    hp = dict(LOOKAHEAD_CUSTOM["lookahead_momentum"], k=3)
+    hp = dict(LOOKAHEAD_CUSTOM["lookahead_momentum"], k=3, sync="after")
     with_la = run_ref(_lookahead_ref("lookahead_momentum", hp), 0.02)
     plain = run_ref(MomentumRef(0.8), 0.02)
     assert max(np.abs(a - b).max() for a, b in zip(with_la, plain)) > 1e-3
 
 
-@pytest.mark.parametrize("name", ["lookahead_momentum", "lookahead_radam"])
-def test_lookahead_state_dict_round_trip_mid_cycle(name: str) -> None:
+def test_lookahead_exposes_the_inner_param_groups() -> None:
+    params = [torch.nn.Parameter(torch.tensor(x)) for x in THETA0]
+    spec = OPTIMIZERS.get("lookahead_radam")
+    opt = spec.build(params, spec.validate(defaults("lookahead_radam")))
+    assert opt.param_groups is opt.inner.param_groups
+    opt.load_state_dict(opt.state_dict())  # load_state_dict replaces the inner groups: still the same list
+    assert opt.param_groups is opt.inner.param_groups
+    opt.param_groups[0]["lr"] = 0.5
+    assert opt.inner.param_groups[0]["lr"] == 0.5
+
+
+@pytest.mark.parametrize("name,overrides", LOOKAHEAD_RULES,
+                         ids=[f"{n}-{'-'.join(o.values()) or 'tf'}" for n, o in LOOKAHEAD_RULES])
+def test_lookahead_state_dict_round_trip_mid_cycle(name: str, overrides: dict[str, Any]) -> None:
     """Save after 3 of k=5 steps (torch.save), load into a fresh optimizer over a copy: bit-identical continuation."""
-    hp = dict(defaults(name), k=5)
-    steps = 13  # two synchronisations after the reload (t = 5, 10), and the inner RAdam crosses ρ_t > 5 meanwhile
+    hp = dict(defaults(name), **overrides, k=5)
+    steps = 13  # two synchronisations after the reload, and an advancing inner RAdam crosses ρ_t > 5 meanwhile
     full, _ = run_torch(name, hp, steps=steps)
     params, opt = run_torch(name, hp, steps=3)
     buffer = io.BytesIO()
@@ -308,7 +430,7 @@ def test_lookahead_state_dict_round_trip_mid_cycle(name: str) -> None:
     copies = copy.deepcopy(params)
     spec = OPTIMIZERS.get(name)
     fresh = spec.build(copies, spec.validate(hp))
-    fresh.load_state_dict(torch.load(buffer))
+    fresh.load_state_dict(torch.load(buffer))  # weights_only: tensors and plain python values
     resumed, _ = run_torch(name, hp, steps=steps, params=copies, optimizer=fresh, start=3)
     for a, b in zip(full, resumed):
         assert torch.equal(a, b)
@@ -317,6 +439,25 @@ def test_lookahead_state_dict_round_trip_mid_cycle(name: str) -> None:
     restarted, _ = run_torch(name, hp, steps=steps, params=bare, optimizer=spec.build(bare, spec.validate(hp)),
                              start=3)
     assert not all(torch.equal(a, b) for a, b in zip(full, restarted))
+
+
+@pytest.mark.parametrize("name", ["lookahead_momentum", "lookahead_radam"])
+def test_lookahead_step_never_syncs_with_the_host(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No tensor → python conversion inside step() (``.item()``, ``bool(t)``, ``float(t)``, ``.tolist()``)."""
+    params = [torch.nn.Parameter(torch.tensor(x)) for x in THETA0]
+    spec = OPTIMIZERS.get(name)
+    opt = spec.build(params, spec.validate(dict(defaults(name), k=3)))
+
+    def refuse(*_: Any, **__: Any) -> Any:
+        raise AssertionError("host sync inside step()")
+
+    for t in range(7):
+        opt.zero_grad(set_to_none=True)
+        sum((0.5 * torch.tensor(h) * p**2 + torch.tensor(c) * p).sum() for p, h, c in zip(params, H[t], C[t])).backward()
+        with monkeypatch.context() as mp:
+            for attr in ("item", "tolist", "__bool__", "__float__", "__int__"):
+                mp.setattr(torch.Tensor, attr, refuse)
+            opt.step()
 
 
 # ---------------------------------------------------------------------------------------------------- AdaBelief
@@ -357,9 +498,10 @@ EXPECTED: dict[str, tuple[list[tuple[str, Any]], dict[str, Any]]] = {
     "amsbound": (BOUND_SPACE, dict(learning_rate=1e-3, final_lr=0.1, beta1=0.9, beta2=0.999, gamma=1e-3,
                                    epsilon=1e-8, semantics="tf")),
     "lookahead_momentum": ([("learning_rate", LogUniform(-4.0, 0.0)), ("momentum", LogUniform(-3.0, 0.0)), *LA],
-                           dict(learning_rate=1e-2, momentum=0.99, k=5, alpha=0.5)),
+                           dict(learning_rate=1e-2, momentum=0.99, k=5, alpha=0.5, sync="replace")),
     "lookahead_radam": (ADAM_SPACE + LA, dict(learning_rate=1e-3, beta1=0.9, beta2=0.999, k=5, alpha=0.5,
-                                              epsilon=1e-7, semantics="tf")),
+                                              epsilon=1e-7, semantics="tf", sync="replace",
+                                              inner_step_count="frozen")),
     "adabelief": (ADAM_SPACE, dict(learning_rate=1e-3, beta1=0.9, beta2=0.999, epsilon=1e-16)),
 }
 
@@ -391,13 +533,19 @@ def test_study_samples_quoted_in_spec() -> None:
 
 
 @pytest.mark.parametrize("name,bad", [("lookahead_momentum", {"k": 0}), ("lookahead_momentum", {"alpha": 1.5}),
+                                      ("lookahead_momentum", {"sync": "before"}),
+                                      ("lookahead_radam", {"sync": "Replace"}),
+                                      ("lookahead_radam", {"inner_step_count": "finished"}),
+                                      ("lookahead_radam", {"semantics": "torch"}),  # torch's RAdam cannot freeze t
                                       ("adabound", {"gamma": 0.0}), ("radam", {"semantics": "keras"})])
 def test_invalid_values_rejected(name: str, bad: dict[str, Any]) -> None:
     from optimizers.base import HyperparameterError
 
     spec = OPTIMIZERS.get(name)
-    with pytest.raises(HyperparameterError):
+    with pytest.raises(HyperparameterError) as info:
         spec.validate({**defaults(name), **bad})
+    message = str(info.value)
+    assert "\n" not in message and next(iter(bad)) in message
 
 
 # ----------------------------------------------------------------------------------------------- through the run loop
@@ -411,6 +559,7 @@ def test_one_shot_run_on_quadratic_deep(name: str) -> None:
     spec = make_spec("quadratic_deep", name, defaults(name), schedule="constant", seed=42, problem_settings=problem)
     result = train(spec)
     assert result.status == "completed"
+    assert result.grad_evals == result.steps == 14  # a Lookahead sync call evaluated its gradient too
     train_loss = result.series("train", "loss")
     assert len(train_loss) == 3 and all(math.isfinite(v) for v in train_loss)
     assert train_loss[-1] < train_loss[0]
