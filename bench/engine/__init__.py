@@ -21,6 +21,16 @@ from typing import TYPE_CHECKING, Any
 from bench.observers import SafeObservers, StopRun
 from bench.spec import RunSpec
 
+# The cohort engine module (bench/engine/cohort.py or a package) provides:
+#   unsupported(spec, engine, device) -> str | None   why ``spec`` cannot train in a cohort under ``engine``
+#                                                       (cohort | cohort_fast | auto; auto may also decline where
+#                                                       a cohort would not pay), None when it can
+#   cohort_key(spec, device) -> Hashable              equal keys = one shared data stream
+#   max_cohort(spec, device) -> int                   most trials per program (memory)
+#   checkpoint_key(specs) -> str                      the cohort's checkpoint file key (removed after records)
+#   train_cohort(specs, *, engine, device, data_dir, observers, checkpoints, deterministic)
+#       -> list[RunResult | StopRun]                   one per spec, in order; observers: run_id -> SafeObservers
+
 if TYPE_CHECKING:
     from bench.execute import Outcome, RunEnv
 
@@ -62,10 +72,10 @@ def assign(specs: Sequence[RunSpec], engine: str, device: str, *, say: Callable[
     groups: list[Group] = []
     buckets: dict[Any, list[RunSpec]] = {}
     reasons: dict[str, int] = {}
-    kind = "cohort_fast" if engine == "cohort_fast" else "cohort"
     for spec in specs:
-        spec_kind = "cohort_fast" if spec.arithmetic != "exact" else kind
-        why = module.unsupported(spec, spec_kind)
+        asked = "cohort_fast" if spec.arithmetic != "exact" else ("cohort" if engine == "cohort_fast" else engine)
+        spec_kind = "cohort_fast" if asked == "cohort_fast" else "cohort"
+        why = module.unsupported(spec, asked, device)
         if why is not None:
             if spec.arithmetic != "exact":
                 raise EngineError(f"{spec.problem}/{spec.optimizer}: arithmetic=reordered is not available: {why}")
@@ -122,7 +132,9 @@ def run_group(group: Group, env: RunEnv, strict_observers: Callable[[RunSpec], I
                                     stopped_at=result.epoch))
         else:
             done.append((result, observers[spec.run_id]))
-    return _finish(env.results_dir, done, checkpoints) + outcomes
+    finished = _finish(env.results_dir, done, checkpoints)
+    checkpoints.remove(module.checkpoint_key(group.specs))  # only now: the records hold what it held
+    return finished + outcomes
 
 
 def _first(observers: list[Any]) -> Any:
