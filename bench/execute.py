@@ -11,7 +11,7 @@ removed once its run's record is written.
 from __future__ import annotations
 
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,7 +19,7 @@ from typing import Any
 
 from bench import records
 from bench.checkpoint import CheckpointPolicy, CheckpointStore
-from bench.observers import ObserverFactory, SafeObservers, StopRun
+from bench.observers import Labels, ObserverFactory, SafeObservers, StopRun
 from bench.spec import RunSpec
 from bench.train import EpochObserver, RunResult, train
 from problems.datasets.errors import DataError
@@ -50,8 +50,8 @@ class RunEnv:
     def checkpoints(self) -> CheckpointStore:
         return CheckpointStore.under(self.results_dir, self.checkpoint)
 
-    def observers_for(self, spec: RunSpec) -> list[Any]:
-        return list(self.observers(spec)) if self.observers is not None else []
+    def observers_for(self, spec: RunSpec, labels: Labels | None = None) -> list[Any]:
+        return list(self.observers(spec, labels or {})) if self.observers is not None else []
 
 
 def failed_result(spec: RunSpec, started: datetime, err: BaseException) -> RunResult:
@@ -127,11 +127,13 @@ def pending(specs: Iterable[RunSpec], results_dir: str | Path, force: bool = Fal
 
 def execute_many(specs: Sequence[RunSpec], env: RunEnv, *, force: bool = False, on_run: OnRun | None = None,
                  strict_observers: Callable[[RunSpec], Iterable[Any]] | None = None,
-                 say: Callable[[str], None] | None = None) -> dict[str, Outcome]:
+                 say: Callable[[str], None] | None = None, labels: Mapping[str, Labels] | None = None
+                 ) -> dict[str, Outcome]:
     """Every spec's outcome by run_id: recorded ones skipped, the rest trained by the env's engine and workers.
 
     ``strict_observers`` gives a run harness observers whose :class:`StopRun` stops just that run (pruners);
-    ``say`` receives one-line notes (why a spec cannot join a cohort).
+    ``say`` receives one-line notes (why a spec cannot join a cohort); ``labels`` (run_id → sweep labels) reach
+    the runs' observers (a logger's tags).
     """
     from bench.engine import assign, run_group
 
@@ -144,7 +146,7 @@ def execute_many(specs: Sequence[RunSpec], env: RunEnv, *, force: bool = False, 
     groups = assign(todo, env.engine, env.device, say=say, workers=env.workers)
     if env.workers <= 1 or len(groups) == 1 and len(groups[0].specs) == 1:
         for group in groups:
-            for outcome in run_group(group, env, strict_observers):
+            for outcome in run_group(group, env, strict_observers, labels):
                 outcomes[outcome.run_id] = outcome
                 if on_run is not None:
                     on_run(outcome)
@@ -154,7 +156,8 @@ def execute_many(specs: Sequence[RunSpec], env: RunEnv, *, force: bool = False, 
     from bench.tuning import pool
 
     executor = pool.get_pool(env.workers)
-    futures = {executor.submit(run_group, group, env, strict_observers) for group in groups}
+    futures = {executor.submit(run_group, group, env, strict_observers,
+                                                    {s.run_id: labels[s.run_id] for s in group.specs if s.run_id in labels} if labels else None) for group in groups}
     while futures:
         finished, futures = wait(futures, return_when=FIRST_COMPLETED)
         for fut in finished:

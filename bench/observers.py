@@ -137,5 +137,10 @@ class SafeObservers:
                     pass
 
 
-ObserverFactory = Callable[[RunSpec], Iterable[Any]]
-"""Makes a run's observers (a logger per run, a parameter saver, ...); engines call it once per run."""
+Labels = Mapping[str, list[str]]
+"""What a sweep knows of a run that the run itself does not (a run does not know it belongs to a study):
+``{"role": ["trial" | "seed" | "single"], "budget": ["small", "medium", ...], "cell": [...]}``; empty when alone."""
+
+ObserverFactory = Callable[[RunSpec, Labels], Iterable[Any]]
+"""Makes a run's observers (a logger per run, a parameter saver, ...) from its spec and its sweep labels; engines
+call it once per run. It must pickle (tuning workers are separate processes)."""

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from bench.observers import SafeObservers, StopRun
+from bench.observers import Labels, SafeObservers, StopRun
 from bench.spec import RunSpec
 
 # The cohort engine module (bench/engine/cohort.py or a package) provides:
@@ -97,8 +97,8 @@ def assign(specs: Sequence[RunSpec], engine: str, device: str, *, say: Callable[
     return groups
 
 
-def run_group(group: Group, env: RunEnv, strict_observers: Callable[[RunSpec], Iterable[Any]] | None = None
-              ) -> list[Outcome]:
+def run_group(group: Group, env: RunEnv, strict_observers: Callable[[RunSpec], Iterable[Any]] | None = None,
+              labels: Mapping[str, Labels] | None = None) -> list[Outcome]:
     """Train one group and write its records; returns an outcome per spec (``record`` None: stopped on purpose)."""
     from bench.execute import _finish, execute, failed_result
 
@@ -107,11 +107,11 @@ def run_group(group: Group, env: RunEnv, strict_observers: Callable[[RunSpec], I
         spec = group.specs[0]
         strict = list(strict_observers(spec)) if strict_observers is not None else []
         return [execute(spec, env.results_dir, device=env.device, data_dir=env.data_dir, force=True,
-                        on_epoch=_first(strict), observers=env.observers_for(spec), checkpoints=checkpoints,
+                        on_epoch=_first(strict), observers=env.observers_for(spec, (labels or {}).get(spec.run_id)), checkpoints=checkpoints,
                         deterministic=env.deterministic)]
     module = cohort_module()
     assert module is not None
-    observers = {s.run_id: env.observers_for(s) for s in group.specs}
+    observers = {s.run_id: env.observers_for(s, (labels or {}).get(s.run_id)) for s in group.specs}
     strict = {s.run_id: list(strict_observers(s)) if strict_observers is not None else [] for s in group.specs}
     watchers = {s.run_id: SafeObservers(observers[s.run_id], strict=strict[s.run_id]) for s in group.specs}
     started = datetime.now(timezone.utc)
