@@ -18,8 +18,10 @@ from typing import Any
 from bench.tuning import sweep
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-GROUPS = ("problem", "optimizer", "schedule", "budget", "experiment")
-TOP_LEVEL = ("seed", "data_order", "results_dir", "data_dir", "device", "force", "progress", "dry_run")
+GROUPS = ("problem", "optimizer", "schedule", "budget", "experiment", "logger", "launcher")
+KEYED_GROUPS = ("problem", "optimizer", "schedule", "logger", "launcher")  # group.<key>=… checked against the YAML
+TOP_LEVEL = ("seed", "data_order", "results_dir", "data_dir", "device", "force", "progress", "dry_run", "engine",
+             "precision", "deterministic", "threads")
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -54,7 +56,7 @@ def precheck(argv: list[str]) -> str | None:
                 if name not in valid and name != "null":
                     return f"unknown {bare} '{name}'; valid: {', '.join(valid)}"
             chosen[bare] = names
-        elif "." in bare and bare.split(".", 1)[0] in GROUPS[:3]:
+        elif "." in bare and bare.split(".", 1)[0] in KEYED_GROUPS:
             group, sub = bare.split(".", 1)
             keyed.append((group, sub, key))
         elif bare.split(".", 1)[0] in ("tuning", "budget") and "." in bare:
@@ -63,9 +65,17 @@ def precheck(argv: list[str]) -> str | None:
             error = check_override(bare, value)
             if error:
                 return error
+        elif bare.split(".", 1)[0] == "checkpoint":
+            error = _check_checkpoint(bare, value)
+            if error:
+                return error
+        elif bare in TOP_LEVEL:
+            error = _check_top_level(bare, value)
+            if error:
+                return error
         elif bare not in TOP_LEVEL and not key.startswith("+"):
             return (f"unknown setting '{bare}'; valid: {', '.join(TOP_LEVEL)} or "
-                    f"{', '.join(GROUPS[:3])}.<key>, tuning.<key>, budget.samples")
+                    f"{', '.join(KEYED_GROUPS)}.<key>, tuning.<key>, checkpoint.<key>, budget.samples")
     if "experiment" in chosen:
         return None  # presets may change the defaults; Hydra and spec validation check the rest
     entries = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "config.yaml"))["defaults"]
@@ -79,7 +89,48 @@ def precheck(argv: list[str]) -> str | None:
             if top not in cfg:
                 valid = ", ".join(k for k in cfg if k != "name")
                 what = "hyperparameter" if group == "optimizer" else "setting"
+                if not valid:
+                    return f"unknown {what} '{top}': {group} {option} has no settings"
                 return f"unknown {what} '{top}' for {group} {option}; valid: {valid}"
+    return None
+
+
+def _parse(raw: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def _check_checkpoint(key: str, value: str) -> str | None:
+    from bench.checkpoint import CheckpointError, policy_from_config
+
+    sub = key.split(".", 1)[1]
+    for raw in _sweep_values(value):
+        try:
+            policy_from_config({sub: _parse(raw)})
+        except CheckpointError as err:
+            return str(err)
+    return None
+
+
+def _check_top_level(key: str, value: str) -> str | None:
+    """One line for a bad value of the top-level keys whose valid values are known before composing."""
+    from bench.engine import ENGINES
+    from bench.precision import PRECISIONS
+
+    for raw in _sweep_values(value):
+        v = _parse(raw)
+        if key == "engine" and v not in ENGINES:
+            return f"unknown engine {raw!r}; valid: {', '.join(ENGINES)}"
+        if key == "precision" and v not in PRECISIONS:
+            return f"invalid precision={raw!r}: must be one of {', '.join(PRECISIONS)}"
+        if key == "deterministic" and not isinstance(v, bool):
+            return f"invalid deterministic={raw!r}: must be true or false"
+        if key == "threads" and v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            return f"invalid threads={raw!r}: must be an integer >= 1 (or null: torch's default)"
     return None
 
 
@@ -163,10 +214,27 @@ def run_from_config(cfg: dict[str, Any]) -> None:
         resolve_device(str(cfg.get("device", "auto")))
     except ValueError as err:
         fail(str(err))
+    apply_threads(cfg)
+    from bench.execute import env_from_config
+
+    try:
+        env_from_config(cfg)
+    except ValueError as err:
+        fail(" ".join(str(err).split()))
     try:
         _run_job(cfg)
     except DataError as err:  # missing / corrupt data: the message names the file, its URL and where to put it
         fail(str(err).splitlines()[0], code=1)
+
+
+def apply_threads(cfg: dict[str, Any]) -> None:
+    """``threads=N``: torch's intra-op threads for this process (on a shared CPU, one per process is much faster
+    for the small problems than torch's default of one per core)."""
+    threads = cfg.get("threads")
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(int(threads))
 
 
 def _run_job(cfg: dict[str, Any]) -> None:

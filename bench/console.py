@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from bench.execute import execute
+from bench.execute import env_from_config, execute
 from bench.spec import RunSpec
 
 console = Console(stderr=True)
@@ -31,8 +31,11 @@ def run_single(spec: RunSpec, cfg: dict[str, Any]) -> str:
                 info += f" acc {metrics['valid']['accuracy']:.3f}"
             progress.update(task, completed=epoch, info=info)
 
-        outcome = execute(spec, results_dir, device=cfg.get("device", "auto"), data_dir=cfg.get("data_dir"),
-                          force=bool(cfg.get("force", False)), on_epoch=on_epoch if show else None)
+        env = env_from_config(cfg)
+        outcome = execute(spec, results_dir, device=env.device, data_dir=env.data_dir,
+                          force=bool(cfg.get("force", False)), on_epoch=on_epoch if show else None,
+                          observers=env.observers_for(spec, {"role": ["single"]}), checkpoints=env.checkpoints(),
+                          deterministic=env.deterministic)
     print_summary(outcome.record, outcome.skipped, Path(results_dir))
     return outcome.record["status"]
 

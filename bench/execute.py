@@ -54,6 +54,28 @@ class RunEnv:
         return list(self.observers(spec, labels or {})) if self.observers is not None else []
 
 
+def env_from_config(cfg: Mapping[str, Any]) -> RunEnv:
+    """The run environment of a composed config (device, data, engine, checkpoints, observers); raises a one-line
+    ValueError for a bad value."""
+    from bench.checkpoint import policy_from_config
+    from bench.engine import ENGINES
+    from bench.loggers import observer_factory
+    from bench.observers import ComposedFactory
+
+    engine = cfg.get("engine", "single")
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; valid: {', '.join(ENGINES)}")
+    deterministic = cfg.get("deterministic", False)
+    if not isinstance(deterministic, bool):
+        raise ValueError(f"invalid deterministic={deterministic!r}: must be true or false")
+    tuning = cfg.get("tuning") or {}
+    factories = [observer_factory(cfg)]
+    return RunEnv(results_dir=str(cfg.get("results_dir", "results")), device=str(cfg.get("device", "auto")),
+                  data_dir=cfg.get("data_dir"), engine=engine, workers=int(tuning.get("workers", 1) or 1),
+                  checkpoint=policy_from_config(cfg.get("checkpoint")), deterministic=deterministic,
+                  observers=ComposedFactory(factories) if any(factories) else None)
+
+
 def failed_result(spec: RunSpec, started: datetime, err: BaseException) -> RunResult:
     return RunResult(spec=spec, status="failed", started_at=started, finished_at=datetime.now(timezone.utc),
                      error=f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=20)}")

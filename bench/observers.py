@@ -144,3 +144,13 @@ Labels = Mapping[str, list[str]]
 ObserverFactory = Callable[[RunSpec, Labels], Iterable[Any]]
 """Makes a run's observers (a logger per run, a parameter saver, ...) from its spec and its sweep labels; engines
 call it once per run. It must pickle (tuning workers are separate processes)."""
+
+
+class ComposedFactory:
+    """Several observer factories as one (a logger and a parameter saver); picklable when its parts are."""
+
+    def __init__(self, factories: Iterable[ObserverFactory]) -> None:
+        self.factories = [f for f in factories if f is not None]
+
+    def __call__(self, spec: RunSpec, labels: Labels) -> list[Any]:
+        return [o for f in self.factories for o in f(spec, labels)]
