@@ -169,23 +169,23 @@ def main() -> None:
         fail(str(err))
         return
     from bench.tuning import cli as tuning_cli
-    from bench.tuning import progress
 
     if any(c.get("dry_run") for c in cfgs):
         tuning_cli.print_plan(tuning_cli.plan_of_configs(cfgs))
         return
-    tuned = [c for c in cfgs if c.get("budget")]
-    if tuned:
-        plan = tuning_cli.plan_of_configs(tuned)
-        progress.start_sweep(plan, show_live=all(bool(c.get("progress", True)) for c in tuned))
+    from bench.launch import LaunchError, launch
+    from problems.datasets.errors import DataError
+
     try:
-        _hydra_entry()
-    finally:
-        tracker = progress.stop_sweep()
-    if tracker is not None and tracker.cells_done:  # (a launcher running jobs elsewhere reports there)
-        print(tracker.summary(), flush=True)
-        if tracker.cells_partial:
-            sys.exit(1)
+        code = launch(cfgs, multirun=multirun)
+    except LaunchError as err:
+        fail(str(err))
+        return
+    except DataError as err:  # missing / corrupt data: the message names the file, its URL and where to put it
+        fail(str(err).splitlines()[0], code=1)
+        return
+    if code:
+        sys.exit(code)
 
 
 def plan_main() -> None:

@@ -31,7 +31,7 @@ def fail(message: str, code: int = 2) -> None:
 # ------------------------------------------------------------------------------------------------ the job
 def where_of(cfg: Mapping[str, Any], cell: Cell) -> Where:
     return Where(results_dir=str(cfg.get("results_dir", "results")), device=str(cfg.get("device", "auto")),
-                 data_dir=cfg.get("data_dir"), workers=cell.tuning.workers)
+                 data_dir=cfg.get("data_dir"), workers=cell.tuning.workers, engine=str(cfg.get("engine", "single")))
 
 
 def cell_of(cfg: Mapping[str, Any]) -> Cell:

@@ -47,10 +47,24 @@ class Where:
     device: str = "auto"
     data_dir: str | None = None
     workers: int = 1
+    engine: str = "single"
 
 
 def run_cell(cell: Cell, where: Where, on_run: OnRun | None = None) -> CellOutcome:
+    """Do one cell (nothing is written to the cells table here). Cells whose trials are known up front go through
+    the two-phase batch path (``bench.tuning.batch``), the others trial by trial."""
+    from bench.execute import RunEnv
+    from bench.tuning.batch import SweepRun, batchable
+
     on_run = on_run or (lambda run_id, trained: None)
+    if batchable(cell):
+        sweep = SweepRun([cell], RunEnv(results_dir=where.results_dir, device=where.device, data_dir=where.data_dir,
+                                        workers=where.workers, engine=where.engine))
+        first = sweep.phase1()
+        sweep.run(first, on_run=on_run)
+        sweep.wait_for_others(first, on_run=on_run)
+        sweep.run(sweep.phase2(), on_run=on_run)
+        return sweep.outcomes()[0]
     if not cell.budget.tuned:
         views, complete = execute_specs(cell.oneshot_specs(), where, on_run)
         return CellOutcome(cell, None, [], views, complete)

@@ -38,6 +38,7 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 
 from bench import records
 from bench.execute import execute
+from bench.observers import StopRun
 from bench.tuning.cell import Cell, RunView, TrialResult, run_view
 from bench.tuning.settings import TuningSettings
 from optimizers.base import LogUniform, RandInt
@@ -328,12 +329,8 @@ def enqueue_missing(study: optuna.Study, cell: Cell, n: int, *, retry_failed_run
 
 
 # ---------------------------------------------------------------------------------------------------- a worker
-class _Pruned(BaseException):
-    """Raised from the epoch observer to stop a pruned run; a BaseException so ``execute`` records nothing."""
-
-    def __init__(self, epoch: int) -> None:
-        super().__init__(epoch)
-        self.epoch = epoch
+class _Pruned(StopRun):
+    """Raised from the epoch observer to stop a pruned run (a StopRun: ``execute`` records nothing)."""
 
 
 class _Heartbeat:
@@ -423,14 +420,13 @@ def _run_trial(study: optuna.Study, trial: Trial, cell: Cell, dists: dict[str, B
     tuned = {name: _suggest(trial, name, d) for name, d in dists.items()}
     spec = cell.trial_spec(tuned)
     observer = _pruning_observer(trial, cell) if cell.tuning.pruner != "none" else None
-    try:
-        with _Heartbeat(study, trial._trial_id, cell.tuning.heartbeat_s):
-            outcome = execute(spec, results_dir, device=device, data_dir=data_dir, on_epoch=observer)
-    except _Pruned as pruned:
+    with _Heartbeat(study, trial._trial_id, cell.tuning.heartbeat_s):
+        outcome = execute(spec, results_dir, device=device, data_dir=data_dir, on_epoch=observer)
+    if outcome.record is None:  # pruned
+        epoch = int(outcome.stopped_at or 0)
         trial.set_user_attr("run_id", spec.run_id)
         trial.set_user_attr("status", "pruned")
-        trial.set_user_attr("result", {"epochs_trained": pruned.epoch,
-                                       "saved_epochs": spec.num_epochs - pruned.epoch})
+        trial.set_user_attr("result", {"epochs_trained": epoch, "saved_epochs": spec.num_epochs - epoch})
         _tell(study, trial, state=TrialState.PRUNED)
         report.pruned += 1
         return
