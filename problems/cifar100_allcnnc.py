@@ -4,6 +4,13 @@ Every conv has a ReLU — the last 1×1 conv to 100 channels too, since DeepOBS'
 the logits are the spatial mean of that ReLU output. Kernels Keras ``glorot_normal``, biases ``constant(0.1)``,
 L2 (default 0.0005) on the nine kernels; stride-2 'same' convs pad TF's way ((0, 1) on 32 and on 16). Dropout 0.2
 on the input and 0.5 after each stride-2 conv, in training only. ``train_eval_size`` 10 000 (DeepOBS ``cifar100``).
+
+Data stream (DeepOBS ``datasets/cifar100.py``): one ``train.bin``, so ``tf.random_shuffle`` of its one file name
+changes nothing: valid = its first 10 000 records, train = the other 40 000 in file order, through TF's
+``shuffle(buffer_size=20000)`` (``shuffle: tf_buffer``; ``uniform`` repairs it) — under ``data_order=repeat``
+the same 156 batches of 256 every epoch (§0.1b). Images are read as DeepOBS's parser does, one byte early
+(``cifar100_offset_bug: true``: ``tf.slice(record, [label_bytes], [image_bytes])`` with ``label_bytes`` 1 and a
+2-byte label; train, valid and test alike); ``false`` repairs it.
 """
 from __future__ import annotations
 
@@ -40,7 +47,7 @@ class Cifar100Allcnnc(ImageClassifier):
     standardise = True
     flip = True
     has_weight_decay = True
-    dataset_flags = ("cifar100_offset_bug",)  # §8: correct parsing by default, DeepOBS' byte-offset bug as option
+    dataset_options = ("cifar100_offset_bug",)  # §8: DeepOBS' one-byte image shift by default, false repairs it
     train_eval_size = 10_000
 
     def build_model(self) -> nn.Module:

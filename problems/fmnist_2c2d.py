@@ -2,6 +2,7 @@
 
 All kernels ``truncated_normal(stddev=0.05)`` and all biases ``constant(0.05)`` (TF); max-pools 2×2/2 'same'
 (no padding needed on 28 and 14). No weight decay in DeepOBS. ``train_eval_size`` 10 000 (DeepOBS ``fmnist``).
+Data stream as ``mnist_vae`` (one file, TF's buffer shuffle; under ``repeat`` the same 390 batches every epoch).
 """
 from __future__ import annotations
 

@@ -3,9 +3,20 @@
 Pre-activation units; every block changes the width (16 → 64 → 128 → 256), so its first unit always has a 1×1
 projection shortcut, applied to the batch-normalised, ReLU'd input. Convs have no bias, Glorot-uniform kernels and
 TF 'same' padding (stride-2 3×3 convs pad (0, 1), which torch's ``padding=1`` would not). Batch norm is TF's
-``momentum=0.9`` (a running average keeping 90 %: torch ``momentum=0.1``) with ε from ``bn_epsilon`` (1e-5 per the
-spec), batch statistics in training only; γ = 1, β = 0 as TF. L2 (default 0.0005) on every conv kernel and on the
-dense kernel, not on BN parameters or the dense bias. ``train_eval_size`` 26 032 (DeepOBS ``svhn`` dataset class).
+``momentum=0.9`` (a running average keeping 90 %: torch ``momentum=0.1``) with ε = ``bn_epsilon`` (default 1e-5):
+TF ``_wrn.py`` hard-codes ``epsilon=1e-5`` and its ``bn_momentum=0.9`` default, which ``svhn_wrn164`` does not
+override. Batch statistics in training only; γ = 1, β = 0 as TF. L2 (default 0.0005) on every conv kernel and on
+the dense kernel, not on BN parameters or the dense bias. ``train_eval_size`` 26 032 (DeepOBS ``svhn`` class).
+
+Data stream (``_svhn_preprocess.py``, DeepOBS ``datasets/svhn.py``; mechanics in ``problems._image`` and
+``problems.base``): ``train_32x32.mat`` is converted in file order into six CIFAR-style binaries, five of 12 800
+records and one of 9 257, that go through ``tf.random_shuffle(filenames)`` at every initialisation —
+``split: resampled``: ``valid`` = the first 26 032 records of the initialisation's file order (usually two whole
+files and part of a third), training = the other 47 225, so every epoch trains on a fresh ~65 % of the 73 257 and
+over a run on all of them; ``split: fixed`` holds the first 26 032 records of the ``.mat`` out (the rest still read
+as pieces in a fresh order per initialisation). Then TF's ``shuffle(buffer_size=20000)`` (``shuffle: tf_buffer``;
+``uniform`` repairs it), 368 batches of 128; augmentation without the flip. Under ``data_order=repeat`` (§0.1b)
+the buffer shuffle's position permutation is the run's one, applied to each initialisation's new file order.
 """
 from __future__ import annotations
 
@@ -75,6 +86,7 @@ class SvhnWrn164(ImageClassifier):
     standardise = True
     flip = False  # DeepOBS' SVHN pipeline has no left-right flip (digits)
     has_weight_decay = True
+    split_setting = True  # six converted binaries, shuffled by tf.random_shuffle at every initialisation
     train_eval_size = 26_032
 
     @classmethod

@@ -1,12 +1,18 @@
 """P8 tolstoi_char_rnn: a stateful 2-layer LSTM character model of War and Peace (§1 P8, TF ``tolstoi_char_rnn.py``).
 
-Data (TF ``datasets/tolstoi.py``): a split's char ids are cut into ``nb = (n − 1) // (B·T)`` batches of B = 50
+Data (``_tolstoi_preprocess.py``, then TF ``datasets/tolstoi.py``): the text is read with ``codecs.open`` — binary
+mode, so ``\\r\\n`` line ends stay two characters (``newlines: keep``; ``universal`` translates them) — mapped to
+ids by character frequency, and ``train.npy`` is the first ``int(np.ceil(0.8 · n))`` ids, ``test.npy`` the rest
+(``split_rule: ceil``; ``floor`` = ``int(0.8 · n)``, protocol version 1's rule). ``valid`` = the first 653 237 ids of
+``train.npy``, train = the rest. A split's char ids are cut into ``nb = (n − 1) // (B·T)`` batches of B = 50
 parallel streams of length T = 50 — ``x = ids[:nb·B·T].reshape(B, −1)``, batch i = columns [i·T, (i+1)·T), targets
-shifted by one char. Never shuffled (the model is stateful), so ``data_order`` has no effect here.
-``train_eval`` = the first ``653 237 // (B·T)`` (= 261) batches of the training stream, as DeepOBS'
-``_make_train_eval_dataset`` takes ``train_eval_size // (batch_size · seq_length)`` batches; ``valid``/``test`` use
-all of their batches. (DeepOBS 1.2.0b0 wires ``train_eval`` to the validation data by a typo, §1 P8; we follow the
-evident intent: train_eval on the training stream, valid on the validation split.)
+shifted by one char. Never shuffled (the model is stateful; TF's pipeline has no ``shuffle``), so ``data_order``
+has no effect here and the data stream draws nothing. ``train_eval`` = the first ``653 237 // (B·T)`` (= 261)
+batches of the training stream, as DeepOBS' ``_make_train_datasets`` takes ``train_eval_size // (batch_size ·
+seq_length)`` batches; ``valid``/``test`` use all of their batches. (DeepOBS 1.2.0b0's TF problem assigns
+``train_eval_init_op`` twice, the second time the validation iterator, and never sets ``valid_init_op``; the typo
+is fixed in DeepOBS's develop branch, which the study's code followed, so train_eval on the training stream and
+valid on the validation split is the study code's behaviour, §1 P8.)
 
 State: the LSTM (h, c) of every layer is carried from batch to batch (detached: truncated BPTT over one batch) and
 reset to zero by ``reset_state()``, which the run loop calls at the start of each training epoch and each
@@ -29,7 +35,7 @@ from torch import Tensor, nn
 
 from problems._char_rnn import CharRNN, LSTMState
 from problems._image import sample_categorical
-from problems.base import PROBLEMS, Batch, Problem, Split
+from problems.base import PROBLEMS, Batch, Problem, Split, check_choice
 
 VOCAB_SIZE = 83
 RNN_SIZE = 128
@@ -72,18 +78,26 @@ class TolstoiCharRnn(Problem):
         t = settings.get("seq_length", 50)
         if isinstance(t, bool) or not isinstance(t, int) or t < 1:
             raise ValueError(f"invalid problem.seq_length={t!r}: must be an integer >= 1")
+        from problems.datasets import OPTIONS
+
+        for option, choices in OPTIONS["tolstoi"].items():
+            check_choice(settings, option, choices)
 
     # ------------------------------------------------------------------------------------------------------ data
     def load_data(self) -> None:
         from problems import datasets
 
-        splits = datasets.load("tolstoi", self.data_dir, size=self.settings.get("size", "full"))
+        options = {key: self.settings[key] for key in datasets.OPTIONS["tolstoi"] if key in self.settings}
+        splits = datasets.load("tolstoi", self.data_dir, size=self.settings.get("size", "full"), **options)
         self.data = {}
         for name, (ids, _) in splits.items():
             if int(ids.max()) >= VOCAB_SIZE or int(ids.min()) < 0:
                 raise ValueError(f"tolstoi {name} split has char ids outside [0, {VOCAB_SIZE})")
             x, y = char_batches(ids.long(), self.batch_size, self.seq_length)
             self.data[name] = Split(x.to(self.device), y.to(self.device))
+
+    def train_size(self) -> int:
+        return len(self.data["train"])
 
     def steps_per_epoch(self) -> int:
         return len(self.data["train"])

@@ -176,17 +176,18 @@ def test_vocabulary_by_frequency_then_first_occurrence() -> None:
     counts = collections.Counter(text)
     assert vocab == [c for c, _ in sorted(counts.items(), key=lambda kv: -kv[1])]
     assert parsers.encode_chars(text, vocab).tolist() == [vocab.index(c) for c in text]
-    assert parsers.decode_text(b"a\r\nb\rc\n") == "a\nb\nc\n"
+    assert parsers.decode_text(b"a\r\nb\rc\n") == "a\r\nb\rc\n"  # codecs.open: binary mode, no translation
+    assert parsers.decode_text(b"a\r\nb\rc\n", newlines="universal") == "a\nb\nc\n"
 
 
 def test_tolstoi_split_80_20_and_valid_head(tmp_path: Path) -> None:
     splits = datasets.load("tolstoi", tmp_path, size="smoke")
-    raw = (tmp_path / "smoke" / "tolstoi" / "raw" / "war-and-peace.txt").read_text()
-    text = "".join(raw.splitlines(keepends=True)[3:])  # fake 3-line header removed
-    assert len(text) == 20_000
+    raw = (tmp_path / "smoke" / "tolstoi" / "raw" / "war-and-peace.txt").read_bytes()
+    text = b"".join(raw.splitlines(keepends=True)[3:]).decode("utf-8")  # fake 3-line header removed, bytes kept
+    assert len(text) == 20_003 and "\r\n" in text
     vocab = [c for c, _ in sorted(collections.Counter(text).items(), key=lambda kv: -kv[1])]
     ids = np.array([vocab.index(c) for c in text])
-    train_file, test = ids[:16_000], ids[16_000:]
+    train_file, test = ids[:16_003], ids[16_003:]  # ceil(0.8 · 20 003) = 16 003
     assert splits["valid"][1] is None and splits["train"][0].dtype == torch.int64
     assert splits["test"][0].tolist() == test.tolist()
     assert splits["valid"][0].tolist() == train_file[:4_000].tolist()
@@ -209,6 +210,10 @@ def test_full_layouts_match_the_spec() -> None:
         lay = build.FULL[name]
         assert (lay.train_file - lay.valid, lay.valid, lay.test) == (train, valid, test)
     assert (build.FULL["tolstoi"].valid, build.FULL["tolstoi"].test) == (653_237, 653_237)
+    for lay in (*build.FULL.values(), *build.SMOKE.values()):  # the training files hold the training file's records
+        if lay.train_file is not None:
+            assert sum(lay.file_sizes()) == lay.train_file
+    assert len(build.SMOKE["svhn"].file_sizes()) == 5 and build.SMOKE["svhn"].file_sizes()[-1] < 160
 
 
 SMOKE_BATCH = {"mnist": 64, "fmnist": 128, "cifar10": 128, "cifar100": 256, "svhn": 128}
@@ -221,9 +226,9 @@ def test_head_of_training_file_is_validation(tmp_path: Path, name: str) -> None:
     if name in ("mnist", "fmnist"):
         with gzip.open(raw / "train-images-idx3-ubyte.gz") as f:
             file_x = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 1, 28, 28)
-    elif name == "cifar100":
+    elif name == "cifar100":  # DeepOBS's reading by default: tf.slice(record, [1], [3072]) of each 3074-byte record
         data = tarfile.open(raw / "cifar-100-binary.tar.gz").extractfile("cifar-100-binary/train.bin").read()
-        file_x = np.frombuffer(data, np.uint8).reshape(-1, 3074)[:, 2:].reshape(-1, 3, 32, 32)
+        file_x = np.frombuffer(data, np.uint8).reshape(-1, 3074)[:, 1:3073].reshape(-1, 3, 32, 32)
     else:
         file_x = scipy.io.loadmat(raw / "train_32x32.mat")["X"].transpose(3, 2, 0, 1)
     lay = build.SMOKE[name]
@@ -257,8 +262,8 @@ def test_full_size_count_mismatch_is_rejected(tmp_path: Path) -> None:
 
 
 def test_cifar100_offset_bug_option_through_load(tmp_path: Path) -> None:
-    good = datasets.load("cifar100", tmp_path, size="smoke")
-    bug = datasets.load("cifar100", tmp_path, size="smoke", cifar100_offset_bug=True)
+    good = datasets.load("cifar100", tmp_path, size="smoke", cifar100_offset_bug=False)
+    bug = datasets.load("cifar100", tmp_path, size="smoke")  # the default: DeepOBS's shifted reading
     assert torch.equal(bug["train"][0].flatten(1)[:, 0], good["train"][1].to(torch.uint8))
     assert torch.equal(bug["train"][0].flatten(1)[:, 1:], good["train"][0].flatten(1)[:, :-1])
     assert len(list((tmp_path / "smoke" / "cifar100" / "cache").glob("*.pt"))) == 2  # separate caches

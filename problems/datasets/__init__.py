@@ -23,14 +23,23 @@ from problems.datasets.build import Splits
 from problems.datasets.errors import ChecksumError, DataError, DataFormatError, DataMissingError
 from problems.datasets.sources import DATASETS
 
-__all__ = ["DATASETS", "SIZES", "load", "resolve_data_dir", "dataset_root", "ChecksumError", "DataError",
-           "DataFormatError", "DataMissingError"]
+__all__ = ["DATASETS", "SIZES", "OPTIONS", "load", "train_file_sizes", "resolve_data_dir", "dataset_root",
+           "ChecksumError", "DataError", "DataFormatError", "DataMissingError"]
 
 SIZES = ("full", "smoke")
 DEFAULT_DATA_DIR = "~/.cache/valley"
 
-_COMMON_OPTIONS: dict[str, Any] = {"download": True}
-_DATASET_OPTIONS: dict[str, dict[str, Any]] = {"cifar100": {"cifar100_offset_bug": False}}
+_COMMON_OPTIONS: dict[str, tuple[Any, ...]] = {"download": (True, False)}
+OPTIONS: dict[str, dict[str, tuple[Any, ...]]] = {
+    # name: (default, other valid values...); the default is what DeepOBS's TF code read (§1.9, §8)
+    "cifar100": {"cifar100_offset_bug": (True, False)},
+    "tolstoi": {"split_rule": ("ceil", "floor"), "newlines": ("keep", "universal")},
+}
+"""Parse options per data set (the first value is the default). They change the converted splits, so each value
+has its own cache file: a boolean option adds its name to the cache key when true (the CIFAR-100 keys of protocol
+version 1: ``splits`` = parsed correctly, ``splits-cifar100_offset_bug`` = shifted), a string option always adds
+its value (Tolstoi: ``splits-ceil-keep``; version 1's floor / universal-newline cache was plain ``splits`` and is
+never read again)."""
 
 
 def resolve_data_dir(data_dir: str | Path | None = None) -> Path:
@@ -45,28 +54,48 @@ def dataset_root(dataset: str, data_dir: str | Path | None = None, size: str = "
 
 
 def _options(dataset: str, options: dict[str, Any]) -> dict[str, Any]:
-    valid = {**_COMMON_OPTIONS, **_DATASET_OPTIONS.get(dataset, {})}
+    valid = {**_COMMON_OPTIONS, **OPTIONS.get(dataset, {})}
     unknown = sorted(set(options) - set(valid))
     if unknown:
         raise ValueError(f"unknown option(s) {', '.join(unknown)} for dataset {dataset}; valid: {', '.join(valid)}")
-    merged = {**valid, **options}
+    merged = {key: choices[0] for key, choices in valid.items()} | options
     for key, value in merged.items():
-        if not isinstance(value, bool):
-            raise ValueError(f"option {key} must be true or false, got {value!r}")
+        choices = valid[key]
+        if type(value) is not type(choices[0]) or value not in choices:
+            raise ValueError(f"option {key} must be one of {', '.join(_show(c) for c in choices)}, got {value!r}")
     return merged
 
 
+def _show(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def _cache_key(dataset: str, size: str, options: dict[str, Any]) -> str:
-    flags = [key for key, default in _DATASET_OPTIONS.get(dataset, {}).items() if options[key] != default]
-    base = "splits" if size == "full" else f"splits-smoke{fake.VERSION}"
-    return "-".join([base, *flags])
+    parts = ["splits" if size == "full" else f"splits-smoke{fake.VERSION}"]
+    for key in OPTIONS.get(dataset, {}):
+        value = options[key]
+        if isinstance(value, bool):
+            parts += [key] if value else []
+        else:
+            parts.append(str(value))
+    return "-".join(parts)
+
+
+def train_file_sizes(dataset: str, size: str = "full") -> tuple[int, ...]:
+    """Records per file of the training data as DeepOBS's TF pipeline reads them, in canonical order (``valid`` +
+    ``train`` of ``load``): CIFAR-10 five, SVHN six converted binaries, one file for the other image sets."""
+    if dataset not in DATASETS or dataset == "tolstoi":
+        raise ValueError(f"no training files for dataset {dataset!r}")
+    return build.layout(dataset, size).file_sizes()
 
 
 def load(dataset: str, data_dir: str | Path | None = None, size: str = "full", **options: Any) -> Splits:
     """The train / valid / test splits of ``dataset`` (§1.9) as CPU tensors; built once, then read from the cache.
 
-    Options: ``download`` (default true: fetch missing files; false: raise ``DataMissingError`` with URL and path),
-    and for ``cifar100`` ``cifar100_offset_bug`` (default false; true reproduces DeepOBS's one-byte image shift).
+    Options: ``download`` (default true: fetch missing files; false: raise ``DataMissingError`` with URL and path);
+    ``cifar100``: ``cifar100_offset_bug`` (default true: DeepOBS's one-byte image shift; false parses correctly);
+    ``tolstoi``: ``split_rule`` (``ceil`` default, as ``_tolstoi_preprocess.py``; ``floor``) and ``newlines``
+    (``keep`` default, as its ``codecs.open``; ``universal`` translates ``\\r\\n`` and ``\\r``).
     Raises ``DataMissingError`` / ``ChecksumError`` / ``DataFormatError`` with a one-line message.
     """
     if dataset not in DATASETS:
@@ -89,7 +118,7 @@ def load(dataset: str, data_dir: str | Path | None = None, size: str = "full", *
             verdicts = {"generated": f"smoke v{fake.VERSION}"}
         else:
             verdicts = download.ensure_dataset(dataset, raw, allow_download=opts["download"])
-        parse_options = {k: v for k, v in opts.items() if k in _DATASET_OPTIONS.get(dataset, {})}
+        parse_options = {k: v for k, v in opts.items() if k in OPTIONS.get(dataset, {})}
         splits = build.build(dataset, raw, size, **parse_options)
         cache.write(path, splits, {"dataset": dataset, "size": size, "options": parse_options,
                                    "verified": verdicts})

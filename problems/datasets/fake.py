@@ -18,8 +18,9 @@ import numpy as np
 from problems.datasets import build
 from problems.datasets.cache import write_bytes_atomic
 
-VERSION = 1
-"""Bump when generated content changes: the marker and the cache key carry it, so old smoke data are replaced."""
+VERSION = 2
+"""Bump when generated content changes: the marker and the cache key carry it, so old smoke data are replaced.
+2: the Tolstoi text has CRLF line ends (as Project Gutenberg's) and 20 003 chars, so 0.8·n is not an integer."""
 
 _SEEDS = {"mnist": 1, "fmnist": 2, "cifar10": 3, "cifar100": 4, "svhn": 5, "tolstoi": 6}
 
@@ -94,8 +95,9 @@ _WORDS = ("the of and to a in he that was his it with had not at her she as on h
           "eyes went french man than how again room moscow war peace army emperor old little time").split()
 
 
-def smoke_text(n_chars: int, rng: np.random.Generator) -> str:
-    """Exactly ``n_chars`` of pseudo-prose: Zipf-distributed words, capitalised sentences, lines of ≤ 70 chars."""
+def smoke_text(n_chars: int, rng: np.random.Generator, newline: str = "\n") -> str:
+    """Exactly ``n_chars`` of pseudo-prose: Zipf-distributed words, capitalised sentences, lines of ≤ 70 chars
+    ended by ``newline``."""
     weights = 1.0 / np.arange(1, len(_WORDS) + 1)
     pieces: list[str] = []
     line, total, start = 0, 0, True
@@ -105,10 +107,10 @@ def smoke_text(n_chars: int, rng: np.random.Generator) -> str:
         end = rng.choice(["", "", "", "", ",", ".", ";", "?", "!"])
         start = end in (".", "?", "!")
         token = word + end
-        sep = "\n" if line + len(token) > 70 else " "
-        line = 0 if sep == "\n" else line + len(token) + 1
+        sep = newline if line + len(token) > 70 else " "
+        line = 0 if sep == newline else line + len(token) + 1
         pieces.append(token + sep)
-        total += len(token) + 1
+        total += len(token) + len(sep)
     return "".join(pieces)[:n_chars]
 
 
@@ -143,8 +145,8 @@ def generate(dataset: str, raw: Path) -> None:
             write_svhn_mat(raw / f"{name}_32x32.mat", x, np.where(y == 0, 10, y))
     elif dataset == "tolstoi":
         assert lay.train_file is not None
-        header = "".join(f"Smoke header line {i} (removed like the Gutenberg header)\n" for i in (1, 2, 3))
-        text = smoke_text(lay.train_file + lay.test, rng)
+        header = "".join(f"Smoke header line {i} (removed like the Gutenberg header)\r\n" for i in (1, 2, 3))
+        text = smoke_text(lay.train_file + lay.test, rng, newline="\r\n")
         write_bytes_atomic(raw / "war-and-peace.txt", (header + text).encode("utf-8"))
     else:
         raise ValueError(f"no smoke generator for {dataset!r}")

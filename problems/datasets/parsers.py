@@ -190,14 +190,25 @@ def delete_lines(raw: bytes, deletions: Sequence[tuple[int, int]]) -> bytes:
     return b"".join(lines)
 
 
-def decode_text(raw: bytes) -> str:
-    """Bytes → text as ``open(path, "r").read()`` in DeepOBS's preprocessing: UTF-8, universal newlines (``\\r\\n``
-    and lone ``\\r`` become ``\\n``). A file that is not UTF-8 is a format error."""
+NEWLINES = ("keep", "universal")
+
+
+def decode_text(raw: bytes, newlines: str = "keep") -> str:
+    """Bytes → text, UTF-8 (a file that is not UTF-8 is a format error).
+
+    ``newlines="keep"`` is what ``_tolstoi_preprocess.py`` reads: ``codecs.open(input_file, "r", encoding="utf-8")``
+    always opens the file in binary mode (Python's ``codecs`` documentation: "no automatic conversion of '\\n' is
+    done on reading"), so a ``\\r\\n`` line end stays two characters and ``\\r`` is in the vocabulary.
+    ``"universal"`` translates ``\\r\\n`` and lone ``\\r`` to ``\\n`` (``open(path, "r")``; this harness's rule
+    in protocol version 1).
+    """
+    if newlines not in NEWLINES:
+        raise ValueError(f"invalid newlines={newlines!r}: must be one of {', '.join(NEWLINES)}")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
         raise DataFormatError(f"Tolstoi text is not UTF-8 ({err})") from None
-    return text.replace("\r\n", "\n").replace("\r", "\n")
+    return text if newlines == "keep" else text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def char_vocabulary(text: str) -> list[str]:
@@ -223,8 +234,21 @@ def encode_chars(text: str, vocabulary: Sequence[str]) -> np.ndarray:
     return ids
 
 
-def split_train_test(ids: np.ndarray, train_fraction: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
-    """DeepOBS's 80/20 split of the id sequence into ``train.npy`` / ``test.npy``: the first ``int(0.8·n)`` ids are
-    train, the rest test. Floor vs. ceiling of 0.8·n is [UNCONFIRMED] (changes the boundary by at most one char)."""
-    cut = int(train_fraction * ids.shape[0])
+SPLIT_RULES = ("ceil", "floor")
+
+
+def train_size(n: int, rule: str = "ceil", test_size: float = 0.2) -> int:
+    """Length of ``train.npy`` for ``n`` char ids. ``ceil`` is ``_tolstoi_preprocess.py`` verbatim,
+    ``int(np.ceil((1.0 - test_size) * np.size(array)))``; ``floor`` is ``int(0.8 · n)`` (this harness's rule in
+    protocol version 1). They differ by one char unless 0.8·n is an integer."""
+    if rule not in SPLIT_RULES:
+        raise ValueError(f"invalid split_rule={rule!r}: must be one of {', '.join(SPLIT_RULES)}")
+    fraction = (1.0 - test_size) * n
+    return int(np.ceil(fraction)) if rule == "ceil" else int(fraction)
+
+
+def split_train_test(ids: np.ndarray, rule: str = "ceil") -> tuple[np.ndarray, np.ndarray]:
+    """DeepOBS's 80/20 split of the id sequence into ``train.npy`` / ``test.npy``: the first ``train_size`` ids are
+    train, the rest test."""
+    cut = train_size(ids.shape[0], rule)
     return ids[:cut], ids[cut:]
