@@ -24,7 +24,7 @@ class SpecError(ValueError):
     """A spec that fails validation; the message is one line naming the bad value and what is valid."""
 
 
-PROBLEM_NON_SPEC_KEYS = {"name", "data_dir"}
+PROBLEM_NON_SPEC_KEYS = {"name", "data_dir", "resources"}  # resources: what a launcher asks a cluster for
 SIZES = ("full", "smoke")
 DATA_ORDERS = ("repeat", "fresh")
 ARITHMETICS = ("exact", "reordered")

@@ -344,17 +344,6 @@ class Problem:
         self._positions = None if positions is None else positions.to(self.device, torch.long)
         self._epoch_rows = None
 
-    def state_dict(self) -> dict[str, Any]:
-        """The data stream's state at an epoch boundary (generator, cached order), for mid-run checkpoints."""
-        return {"generator": self.generator.get_state(), "permutation": self._permutation}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Continue the stream where ``state`` left it (after ``load_data``): bit-identical batches and draws."""
-        self.generator.set_state(state["generator"])
-        perm = state["permutation"]
-        self._permutation = None if perm is None else perm.to(self.device)
-        self._epoch_rows = None
-
     def num_parameters(self, model: nn.Module) -> int:
         return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
