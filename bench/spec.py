@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
 from bench import PROTOCOL_VERSION
@@ -45,11 +45,20 @@ class RunSpec:
     protocol_version: str = PROTOCOL_VERSION
 
     def canonical(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"), default=_plain)
+        cached = self.__dict__.get("_canonical")
+        if cached is None:  # computed once: a frozen spec never changes (sweeps hash ~10^5 of them)
+            plain = {f.name: getattr(self, f.name) for f in fields(self)}
+            cached = json.dumps(plain, sort_keys=True, separators=(",", ":"), default=_plain)
+            object.__setattr__(self, "_canonical", cached)
+        return cached
 
     @property
     def run_id(self) -> str:
-        return hashlib.sha256(self.canonical().encode()).hexdigest()[:20]
+        cached = self.__dict__.get("_run_id")
+        if cached is None:
+            cached = hashlib.sha256(self.canonical().encode()).hexdigest()[:20]
+            object.__setattr__(self, "_run_id", cached)
+        return cached
 
     @property
     def num_epochs(self) -> int:
@@ -72,10 +81,36 @@ def _int_setting(settings: dict[str, Any], key: str, minimum: int) -> None:
         raise SpecError(f"invalid problem.{key}={value!r}: must be an integer >= {minimum}")
 
 
+_SPECS: dict[str, RunSpec] = {}
+
+
 def make_spec(problem: str, optimizer: str, hyperparameters: Mapping[str, Any], *, schedule: str = "constant",
               seed: int = 42, problem_settings: Mapping[str, Any], schedule_settings: Mapping[str, Any] | None = None,
               data_order: str = "repeat", precision: str = "fp32", arithmetic: str = "exact") -> RunSpec:
-    """Validate every part and return the canonical spec; raise :class:`SpecError` with one clear line."""
+    """Validate every part and return the canonical spec; raise :class:`SpecError` with one clear line.
+
+    Memoised on its arguments: a sweep builds the same trial specs for every budget of a study.
+    """
+    try:
+        key = json.dumps([problem, optimizer, hyperparameters, schedule, seed, problem_settings, schedule_settings,
+                          data_order, precision, arithmetic], sort_keys=True, default=_plain)
+    except (TypeError, ValueError):
+        key = None
+    if key is not None and key in _SPECS:
+        return _SPECS[key]
+    spec = _make_spec(problem, optimizer, hyperparameters, schedule=schedule, seed=seed,
+                      problem_settings=problem_settings, schedule_settings=schedule_settings, data_order=data_order,
+                      precision=precision, arithmetic=arithmetic)
+    if key is not None:
+        if len(_SPECS) > 500_000:
+            _SPECS.clear()
+        _SPECS[key] = spec
+    return spec
+
+
+def _make_spec(problem: str, optimizer: str, hyperparameters: Mapping[str, Any], *, schedule: str = "constant",
+              seed: int = 42, problem_settings: Mapping[str, Any], schedule_settings: Mapping[str, Any] | None = None,
+              data_order: str = "repeat", precision: str = "fp32", arithmetic: str = "exact") -> RunSpec:
     try:
         problem_cls = PROBLEMS.get(problem)
         opt_cls = OPTIMIZERS.get(optimizer)

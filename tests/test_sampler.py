@@ -194,3 +194,20 @@ def test_cli_as_a_module() -> None:
     bad = subprocess.run([sys.executable, "-m", "bench.samples", "nosuch"], cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=120)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_draws_equal_scipys_rvs_draw_for_draw() -> None:
+    """LogUniform/RandInt write scipy's rvs out (speed); the streams must stay scipy's, value for value."""
+    from scipy import stats
+
+    from optimizers.base import LogUniform, RandInt
+
+    ours, theirs = np.random.RandomState(42), np.random.RandomState(42)
+    dists = [LogUniform(-4.0, 0.0), RandInt(1, 20), LogUniform(-0.301, -0.00043), LogUniform(-3.0, -0.301)]
+    for i in range(6000):
+        d = dists[i % len(dists)]
+        if isinstance(d, LogUniform):
+            expected = float(10.0 ** stats.uniform(loc=d.low_exp, scale=d.high_exp - d.low_exp).rvs(random_state=theirs))
+        else:
+            expected = int(stats.randint(d.low, d.high).rvs(random_state=theirs))
+        assert d.rvs(ours) == expected

@@ -115,11 +115,34 @@ def test_the_oneshot_row_is_640_runs(tmp_path: Path) -> None:
     assert (len(plan.cells), plan.total, len(plan.done), plan.unknown) == (64, 640, 0, 0)
 
 
-def test_budget_shortcut_composes_like_hydra() -> None:
-    job = ["optimizer=adam", "schedule=constant", "budget=medium", "tuning.workers=3"]
-    fast = sweep.compose_jobs([job, ["optimizer=adam", "schedule=constant", "budget=small", "tuning.workers=3"]])[0]
-    full = sweep.compose_jobs([job + ["budget.samples=50"]])[0]  # budget.* present: composed by Hydra itself
-    assert fast == full
+@pytest.mark.parametrize("args", [
+    ["experiment=quick", "optimizer=adam,lookahead_radam", "schedule=constant,plateau", "problem.num_epochs=3"],
+    ["problem=quadratic_deep,fmnist_2c2d", "optimizer=sgd,adam", "budget=oneshot,medium", "optimizer.learning_rate=0.1",
+     "tuning.workers=3", "seed=7", "schedule=step", "schedule.gamma=0.5"],
+    ["experiment=schmidt2021", "problem=cifar10_3c3d", "optimizer=momentum", "budget=small,large",
+     "problem.split=fixed", "logger=none"],
+])
+def test_composition_by_parts_equals_hydra_job_by_job(args: list[str]) -> None:
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    jobs = sweep.expand(args, multirun=True)
+    fast = sweep.compose_jobs(jobs)
+    with initialize_config_dir(config_dir=str(sweep.CONF_DIR), version_base="1.3"):
+        for job, cfg in zip(jobs, fast):
+            full = OmegaConf.to_container(compose("config", overrides=[o for o in job if not o.startswith("hydra")]),
+                                          resolve=True)
+            assert cfg == full, job
+
+
+def test_the_full_study_composes_in_seconds() -> None:
+    import time
+
+    start = time.perf_counter()
+    jobs = sweep.expand(["experiment=schmidt2021"], multirun=True)
+    cfgs = sweep.compose_jobs(jobs)
+    assert len(cfgs) == 2048 and time.perf_counter() - start < 30  # by parts: ~1 s (each job whole: ~60 s)
+    assert {c["problem"]["name"] for c in cfgs} >= {"quadratic_deep", "tolstoi_char_rnn"}
 
 
 # ------------------------------------------------------------------------------------------------- bad input

@@ -3,8 +3,7 @@
 The plan (dry run) and the progress display need the whole sweep up front. We reproduce the basic sweeper exactly:
 ``hydra.sweeper.params`` of the composed config (set by experiment presets) first, then the command line's
 overrides, parsed by Hydra's own override parser and expanded by ``BasicSweeper.split_arguments`` (the product,
-later keys varying fastest). Each job is then composed with Hydra's Compose API. Composition is the slow part
-(~30 ms a job), so jobs that differ only in ``budget=`` share one composition and take the budget's YAML.
+later keys varying fastest). Each job is then composed with Hydra's Compose API, by parts (``compose_jobs``).
 """
 from __future__ import annotations
 
@@ -64,26 +63,51 @@ def expand(overrides: list[str], multirun: bool) -> list[list[str]]:
         raise SweepError(_one_line(err)) from None
 
 
+SWAPPABLE_GROUPS = ("problem", "optimizer", "schedule", "budget", "logger", "launcher")
+"""Config groups whose node depends on nothing but its own option and the command line's other overrides."""
+
+
+def _group_choice(override: str) -> tuple[str, str] | None:
+    key, sep, value = override.partition("=")
+    return (key, value) if sep and key in SWAPPABLE_GROUPS else None
+
+
 def compose_jobs(jobs: list[list[str]]) -> list[dict[str, Any]]:
-    """The resolved config of every job (plain dicts, as the Hydra app passes them to ``run_from_config``)."""
+    """The resolved config of every job (plain dicts, as the Hydra app passes them to ``run_from_config``).
+
+    Composition is the slow part (~30 ms a job; the full study has 2,048 jobs), so jobs are composed by parts: the
+    overrides that are not a group choice (``problem.num_epochs=3``, ``experiment=…``, ``seed=…``) are composed
+    once, and each group option once on top of them; a job is that base with its groups' nodes swapped in. This
+    equals Hydra's own composition because no node of our configs interpolates another group's node
+    (``tests/test_sweep.py`` checks it job by job against ``compose``); 33 compositions instead of 2,048.
+    """
     from hydra import compose, initialize_config_dir
 
-    cache: dict[tuple[str, ...], dict[str, Any]] = {}
     out = []
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cache: dict[tuple[str, ...], dict[str, Any]] = {}
+
+            def composed(overrides: tuple[str, ...]) -> dict[str, Any]:
+                if overrides not in cache:
+                    cache[overrides] = OmegaConf.to_container(compose("config", overrides=list(overrides)),
+                                                              resolve=True)
+                return cache[overrides]
+
             for job in jobs:
                 job = [o for o in job if not _is_hydra(o)]
-                budget = [o for o in job if o.split("=", 1)[0] == "budget"]
-                shared = not any(o.lstrip("+~").startswith("budget.") for o in job) and len(budget) == 1
-                key = tuple(o for o in job if o not in budget) if shared else tuple(job)
-                if key not in cache:
-                    cache[key] = OmegaConf.to_container(compose("config", overrides=list(key)), resolve=True)
-                cfg = dict(cache[key])
-                if shared:
-                    name = budget[0].split("=", 1)[1]
-                    cfg["budget"] = None if name == "null" else dict(OmegaConf.to_container(
-                        OmegaConf.load(CONF_DIR / "budget" / f"{name}.yaml"), resolve=True))
+                choices = [c for o in job if (c := _group_choice(o)) is not None]
+                if len({g for g, _ in choices}) != len(choices):
+                    out.append(dict(composed(tuple(job))))  # a group chosen twice: Hydra decides
+                    continue
+                # a group whose keys the job overrides (problem.split=…) is composed with them, not swapped
+                keyed = {o.lstrip("+~").split("=", 1)[0].split(".", 1)[0] for o in job if _group_choice(o) is None}
+                rest = tuple(o for o in job if _group_choice(o) is None or _group_choice(o)[0] in keyed)
+                choices = [(g, v) for g, v in choices if g not in keyed]
+                cfg = dict(composed(rest))
+                for group, option in choices:
+                    node = composed((*rest, f"{group}={option}"))[group]
+                    cfg[group] = dict(node) if isinstance(node, dict) else node  # jobs share nested nodes: read-only
                 out.append(cfg)
     except Exception as err:  # noqa: BLE001
         raise SweepError(_one_line(err)) from None
