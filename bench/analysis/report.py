@@ -8,6 +8,7 @@ yields a report.
 from __future__ import annotations
 
 import html
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -18,11 +19,11 @@ import pandas as pd
 
 from bench.analysis import figures, tables, verdict
 from bench.analysis.compare import compare
-from bench.analysis.coverage import coverage
+from bench.analysis.coverage import Coverage, coverage
 from bench.analysis.curves import read_curves
 from bench.analysis.load import Results, load
-from bench.analysis.names import BUDGETS, PROBLEMS, SCHEDULES, ordered
-from bench.analysis.render import embedded_figure, html_table, md_table, page
+from bench.analysis.names import BUDGETS, OPTIMIZERS, PROBLEMS, SCHEDULES, ordered
+from bench.analysis.render import embedded_figure, html_table, md_table, page, toc
 
 
 LAST_TIMINGS: dict[str, float] = {}
@@ -38,6 +39,8 @@ class Doc:
     md: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    sections: list[tuple[str, str]] = field(default_factory=list)   # (anchor, text) of every h2, for the TOC
+    toc_at: int | None = None                                        # where in ``html`` the TOC goes
 
     def timed(self, name: str, fn, *args) -> None:  # noqa: ANN001 - a section function and its arguments
         t0 = time.perf_counter()
@@ -45,7 +48,13 @@ class Doc:
         self.timings[name] = time.perf_counter() - t0
 
     def heading(self, text: str, level: int = 2) -> None:
-        self.html.append(f"<h{level}>{html.escape(text)}</h{level}>")
+        anchor = ""
+        if level == 2:
+            slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "section"
+            slug = slug if slug not in {a for a, _ in self.sections} else f"{slug}-{len(self.sections)}"
+            self.sections.append((slug, text))
+            anchor = f" id='{slug}'"
+        self.html.append(f"<h{level}{anchor}>{html.escape(text)}</h{level}>")
         self.md.append(f"\n{'#' * level} {text}\n")
 
     def para(self, text: str, cls: str | None = None) -> None:
@@ -76,6 +85,10 @@ class Doc:
         if show:
             self.html.append(html_table(df, index=index, max_rows=max_rows))
             self.md.append(md_table(df, index=index, max_rows=max_rows))
+
+    def collapsible(self, summary_html: str, body_html: str, open_: bool) -> None:
+        """HTML only: a <details> block (the Markdown keeps the content in line)."""
+        self.html.append(f"<details{' open' if open_ else ''}><summary>{summary_html}</summary>{body_html}</details>")
 
     def figure(self, stem: str | None, caption: str) -> None:
         if stem is None:
@@ -114,18 +127,21 @@ def build(results_dir: str | Path, out: str | Path | None = None, *, compare_wit
     per = verdict.per_problem(res, main)
     summ = verdict.summary(per, main)
     comp = verdict.competitive(per)
+    cov = coverage(res)
 
     doc.heading("Crowded Valley replication report", 1)
+    doc.para(summary_sentence(summ, per, setting, cov, main), cls="lead")
     doc.para(f"Results: {res.results_dir} · source: {res.source or '—'} · {len(res.runs)} finished runs, "
              f"{len(res.cells)} cells · diverged runs count as "
              f"{'the worst outcome of their problem' if diverged == 'worst' else 'their epoch-0 values (study)'} · "
-             f"generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}.")
+             f"generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}.", cls="meta")
     doc.para("Reported number: mean ± std (ddof = 0, as DeepOBS) over the cell's seeds of the final-epoch test "
-             "metric (accuracy ↑ or loss ↓). † fewer than 10 seeds, ‡ diverged seeds included.")
+             "metric (accuracy ↑ or loss ↓). † fewer than 10 seeds, ‡ diverged seeds included.", cls="meta")
+    doc.toc_at = len(doc.html)
 
     doc.timings["load + tables + verdict"] = time.perf_counter() - t_start
     doc.timed("summary", _summary, main, summ, comp, setting, tuned)
-    doc.timed("coverage", _coverage, res)
+    doc.timed("coverage", _coverage, cov)
     if not main.empty:
         doc.timed("main", _main_tables, main, fig_dir)
         doc.timed("tuning", _tuning, main, res, fig_dir, setting, tuned)
@@ -147,11 +163,76 @@ def _finish(doc: Doc) -> Path:
     doc.md.append("\n".join(f"- [{f}]({f})" for f in doc.files) + "\n")
     doc.out.mkdir(parents=True, exist_ok=True)
     (doc.out / "report.md").write_text("\n".join(doc.md), encoding="utf-8")
+    body = list(doc.html)
+    if doc.toc_at is not None:
+        body.insert(doc.toc_at, toc(doc.sections))
     index = doc.out / "index.html"
-    index.write_text(page("Crowded Valley replication report", "\n".join(doc.html)), encoding="utf-8")
+    index.write_text(page("Crowded Valley replication report", "\n".join(body)), encoding="utf-8")
     LAST_TIMINGS.clear()
     LAST_TIMINGS.update(doc.timings)
     return index
+
+
+# ------------------------------------------------------------------------------------------------- summary
+def summary_sentence(summ: pd.DataFrame, per: pd.DataFrame, setting: tuple[str, str] | None, cov: Coverage,
+                     main: pd.DataFrame) -> str:
+    """The page's first line: what the data show, in one sentence, from the verdict at the headline setting (is
+    one optimizer tied with the best on every problem?) and the coverage (what is missing)."""
+    gaps = _gaps(cov)
+    row = summ[(summ["budget"] == setting[0]) & (summ["schedule"] == setting[1])] if setting and len(summ) else summ
+    if setting is None or row.empty:
+        return "No results to compare yet: no cell has finished seed runs" + (f" ({gaps})" if gaps else "") + "."
+    r = row.iloc[0]
+    part = per[(per["budget"] == setting[0]) & (per["schedule"] == setting[1])]
+    where = f"at the {setting[0]} budget with the {setting[1]} schedule"
+    n = int(r["n_problems"])
+    if pd.isna(r["no_single_best"]):                                  # one problem: undetermined
+        problem = str(r["problems"])
+        t = part[part["problem"] == problem]
+        best = t[t["best"]].iloc[0]
+        others = int(t["tied"].sum()) - 1
+        metric = tables.problem_metric(problem, main)
+        text = (f"On {problem}, the only problem with data, {best['optimizer']} has the best mean test {metric} "
+                f"{where} ({best['mean']:.4g}) and {others} of the other {len(t) - 1} optimizers are statistically "
+                f"tied with it; whether one optimizer is best everywhere needs at least two problems")
+    elif r["no_single_best"]:
+        winners = part.loc[part["best"], "optimizer"].nunique()
+        counts = part[part["tied"]].groupby("optimizer")["problem"].nunique()
+        top = counts.max() if len(counts) else 0
+        names = [o for o in ordered(counts.index, OPTIMIZERS) if counts[o] == top]
+        text = (f"No single optimizer is best {where}: none is statistically tied with the best on all {n} problems "
+                f"with data, the best mean comes from {winners} different optimizer{'s' if winners != 1 else ''}, "
+                f"and the most consistent ({_names(names)}) {'is' if len(names) == 1 else 'are'} tied with the "
+                f"best on {top} of {n}")
+    else:
+        names = [o.strip() for o in str(r["tied_everywhere"]).split(",") if o.strip()]
+        text = (f"A single best optimizer exists {where}: {_names(names)} {'is' if len(names) == 1 else 'are'} "
+                f"statistically tied with the best on all {n} problems with data, so \"no single best optimizer\" "
+                f"does not hold")
+    return text + (f" (partial data: {gaps})" if gaps else "") + "."
+
+
+def _names(names: list[str], most: int = 3) -> str:
+    """``a``, ``a and b``, ``a, b and c``, ``a, b, c and 4 others``."""
+    if len(names) > most:
+        return ", ".join(names[:most]) + f" and {len(names) - most} others"
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _gaps(cov: Coverage) -> str:
+    """What is missing, in a clause (empty when nothing is)."""
+    parts = []
+    if cov.problems_without_data:
+        k = len(cov.problems_without_data)
+        parts.append(f"{k} of the {len(PROBLEMS)} study problems have no results" if k > 1 else
+                     f"{cov.problems_without_data[0]} has no results")
+    if len(cov.missing_cells):
+        k = len(cov.missing_cells)
+        parts.append(f"{k} of {cov.n_expected} expected cells {'are' if k > 1 else 'is'} missing")
+    if len(cov.short_cells):
+        k = len(cov.short_cells)
+        parts.append(f"{k} cell{'s have' if k > 1 else ' has'} fewer than {tables.FULL_SEEDS} seeds")
+    return ", ".join(parts)
 
 
 # ------------------------------------------------------------------------------------------------- sections
@@ -178,8 +259,7 @@ def _summary(doc: Doc, main: pd.DataFrame, summ: pd.DataFrame, comp: pd.DataFram
                      f"(max over k: {med.max():.0%}).")
 
 
-def _coverage(doc: Doc, res: Results) -> None:
-    cov = coverage(res)
+def _coverage(doc: Doc, cov: Coverage) -> None:
     doc.heading("Coverage: what is missing")
     lines = cov.lines()
     if not lines:
@@ -196,16 +276,25 @@ def _coverage(doc: Doc, res: Results) -> None:
 
 def _main_tables(doc: Doc, main: pd.DataFrame, fig_dir: Path) -> None:
     doc.heading("Main results")
-    doc.table(main.drop(columns=["winner_hyperparameters"]), "main_table",
-              "All cells (long format, with 95 % bootstrap intervals over seeds)", show=False)
-    for problem in ordered(main["problem"], PROBLEMS):
-        pivot = tables.main_pivot(main, problem)
-        metric = tables.problem_metric(problem, main)
-        doc.heading(f"{problem} — final test {metric} ({'↑' if metric == 'accuracy' else '↓'})", 3)
-        doc.table(pivot, None, "mean ± std over seeds; columns schedule / budget", index=True)
     for schedule in ordered(main["schedule"], SCHEDULES):
         doc.figure(figures.main_figure(main, schedule, fig_dir),
-                   f"Final test metric per optimizer and budget (mean ± std over seeds), schedule {schedule}")
+                   f"Final test metric per optimizer and budget (mean ± std over seeds), schedule {schedule}; "
+                   f"one-shot and tuned cells on separate axes, each fitted to the bulk of its points (◀ ▶ mark "
+                   f"points beyond the axis, with their value)")
+    doc.table(main.drop(columns=["winner_hyperparameters"]), "main_table",
+              "All cells (long format, with 95 % bootstrap intervals over seeds)", show=False)
+    problems = ordered(main["problem"], PROBLEMS)
+    for problem in problems:
+        pivot = tables.main_pivot(main, problem)
+        metric = tables.problem_metric(problem, main)
+        title = f"{problem} — final test {metric} ({'↑' if metric == 'accuracy' else '↓'})"
+        caption = "mean ± std over seeds; columns schedule / budget"
+        doc.md.append(f"\n### {title}\n")
+        doc.md.append(f"**{caption}**\n")
+        doc.md.append(md_table(pivot, index=True))
+        doc.collapsible(f"<h3>{html.escape(title)}</h3> <span class='meta'>({len(pivot)} optimizers × "
+                        f"{len(pivot.columns)} schedule / budget columns)</span>",
+                        f"<p><strong>{caption}</strong></p>" + html_table(pivot, index=True), open_=len(problems) <= 2)
 
 
 def _tuning(doc: Doc, main: pd.DataFrame, res: Results, fig_dir: Path, setting: tuple[str, str] | None,
