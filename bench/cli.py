@@ -30,7 +30,38 @@ def fail(message: str, code: int = 2) -> None:
 
 
 def group_options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+    """The options of a config group: its YAMLs, and the plugins loaded in this process for it."""
+    from bench import plugins
+
+    found = {p.stem for p in (CONF_DIR / group).glob("*.yaml")}
+    if group in plugins.KINDS:
+        found |= {p.stem for p in (plugins.conf_dir() / group).glob("*.yaml")}
+    return sorted(found)
+
+
+def load_plugins(argv: list[str]) -> list[str]:
+    """Load the plugins the command line names and return it with each ``file:PATH`` replaced by the plugin's
+    name: ``optimizer=file:my_opt.py`` (also inside a sweep: ``optimizer=adam,file:my_opt.py``), or the name of
+    an installed entry-point plugin. Raises ``PluginError`` (one line)."""
+    from bench import plugins
+
+    out = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        group = key.lstrip("+~")
+        if not sep or group not in plugins.KINDS or arg.startswith("-"):
+            out.append(arg)
+            continue
+        names = []
+        for raw in _sweep_values(value):
+            if raw.startswith(plugins.PREFIX):
+                names.append(plugins.load_file(group, raw).name)
+            else:
+                if not (CONF_DIR / group / f"{raw}.yaml").exists():
+                    plugins.load_entry_point(group, raw)  # an installed plugin, if one has this name
+                names.append(raw)
+        out.append(f"{key}={','.join(names)}" if len(names) != 1 or "," in value else f"{key}={names[0]}")
+    return out
 
 
 _sweep_values = sweep.sweep_values
@@ -85,7 +116,12 @@ def precheck(argv: list[str]) -> str | None:
             continue  # explicitly added keys are checked by spec validation
         top = sub.split(".", 1)[0]
         for option in chosen.get(group, [defaults.get(group)]):
-            cfg = OmegaConf.load(CONF_DIR / group / f"{option}.yaml")
+            path = CONF_DIR / group / f"{option}.yaml"
+            if not path.exists():
+                from bench import plugins
+
+                path = plugins.conf_dir() / group / f"{option}.yaml"
+            cfg = OmegaConf.load(path)
             if top not in cfg:
                 valid = ", ".join(k for k in cfg if k != "name")
                 what = "hyperparameter" if group == "optimizer" else "setting"
@@ -121,8 +157,12 @@ def _check_top_level(key: str, value: str) -> str | None:
     from bench.engine import ENGINES
     from bench.precision import PRECISIONS
 
-    for raw in _sweep_values(value):
-        v = _parse(raw)
+    if "(" in value:  # a sweep function (range(42,52), interval(...)): Hydra expands it, the spec checks each value
+        return None
+    for raw in _sweep_values(value) or [""]:
+        v = _parse(raw) if raw else ""
+        if key in ("threads", "data_dir") and raw in ("null", "~"):
+            continue
         if key == "engine" and v not in ENGINES:
             return f"unknown engine {raw!r}; valid: {', '.join(ENGINES)}"
         if key == "precision" and v not in PRECISIONS:
@@ -131,6 +171,18 @@ def _check_top_level(key: str, value: str) -> str | None:
             return f"invalid deterministic={raw!r}: must be true or false"
         if key == "threads" and v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
             return f"invalid threads={raw!r}: must be an integer >= 1 (or null: torch's default)"
+        if key in ("force", "progress", "dry_run") and not isinstance(v, bool):
+            return f"invalid {key}={raw!r}: must be true or false"
+        if key == "seed" and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+            return f"invalid seed={raw!r}: must be an integer >= 0"
+        if key == "data_order" and v not in ("repeat", "fresh"):
+            return f"invalid data_order={raw!r}: must be one of repeat, fresh"
+        if key == "results_dir" and (not isinstance(v, str) or not v.strip()):
+            return f"invalid results_dir={raw!r}: must be a directory path"
+        if key == "data_dir" and v is not None and (not isinstance(v, str) or not v.strip()):
+            return f"invalid data_dir={raw!r}: must be a directory path, or null ($VALLEY_DATA or ~/.cache/valley)"
+        if key == "device" and (not isinstance(v, str) or not v.strip()):
+            return f"invalid device={raw!r}: must be auto, cpu, cuda or cuda:N"
     return None
 
 
@@ -149,7 +201,13 @@ def check_jobs(jobs: list[list[str]]) -> str | None:
 
 
 def main() -> None:
-    argv = sys.argv[1:]
+    from bench import plugins
+
+    try:
+        argv = load_plugins(sys.argv[1:])
+    except plugins.PluginError as err:
+        fail(str(err))
+        return
     error = precheck(argv)
     if error:
         fail(error)

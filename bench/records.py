@@ -70,6 +70,7 @@ RUNS_SCHEMA = pa.schema([
     ("deterministic", pa.bool_()),         # torch deterministic algorithms (CUDA); the CPU always is
     ("resumes", pa.int64()),               # times the run continued from a mid-run checkpoint
     ("params_file", pa.string()),          # saved parameters (save_params), relative to results_dir
+    ("plugins", pa.string()),              # JSON: kind -> {name, sha256, path | entry_point} of plugins used
 ])
 
 CURVES_SCHEMA = pa.schema([

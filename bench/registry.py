@@ -37,10 +37,19 @@ class Registry(Generic[T]):
         self._classes[name] = cls
         return cls
 
+    def register_plugin(self, cls: type[T], name: str) -> None:
+        """A plugin from outside the package (``bench.plugins``: a file or an installed entry point)."""
+        cls.name = name  # type: ignore[attr-defined]
+        self._classes[name] = cls
+
     def get(self, name: str) -> type[T]:
         if name not in self._classes:
             valid = self.names()
             if name not in valid:
+                from bench import plugins
+
+                if plugins.load_entry_point(self.kind, name) is not None:
+                    return self._classes[name]
                 raise UnknownNameError(f"unknown {self.kind} '{name}'; valid: {', '.join(valid)}")
             importlib.import_module(f"{self.package}.{name}")
             if name not in self._classes:

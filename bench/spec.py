@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import lru_cache
+from pathlib import Path
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
@@ -43,11 +45,16 @@ class RunSpec:
     precision: str = "fp32"  # fp32 | tf32 | bf16 (bench.precision): it changes the maths, so it is identity
     arithmetic: str = "exact"  # exact | reordered (engine=cohort_fast: P1's closed form, not bit-identical)
     protocol_version: str = PROTOCOL_VERSION
+    # Plugins from outside the repository (bench.plugins): kind -> {name, sha256, path | entry_point}. Their
+    # name and source hash are identity; where they live is not (and the key is left out when there are none).
+    plugins: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def canonical(self) -> str:
         cached = self.__dict__.get("_canonical")
         if cached is None:  # computed once: a frozen spec never changes (sweeps hash ~10^5 of them)
-            plain = {f.name: getattr(self, f.name) for f in fields(self)}
+            plain = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "plugins"}
+            if self.plugins:
+                plain["plugins"] = {k: {"name": v["name"], "sha256": v["sha256"]} for k, v in self.plugins.items()}
             cached = json.dumps(plain, sort_keys=True, separators=(",", ":"), default=_plain)
             object.__setattr__(self, "_canonical", cached)
         return cached
@@ -124,14 +131,24 @@ def _make_spec(problem: str, optimizer: str, hyperparameters: Mapping[str, Any],
     if settings.get("size", "full") not in SIZES:
         raise SpecError(f"invalid problem.size={settings.get('size')!r}: must be one of {', '.join(SIZES)}")
     wd = settings.get("weight_decay", 0.0)
-    if isinstance(wd, bool) or not isinstance(wd, (int, float)) or wd < 0:
+    if isinstance(wd, bool) or not isinstance(wd, (int, float)) or not wd >= 0 or wd == float("inf"):
         raise SpecError(f"invalid problem.weight_decay={wd!r}: must be a number >= 0")
+    known = problem_setting_keys(problem, problem_cls)
+    unknown = sorted(set(settings) - known) if known else []
+    if unknown:
+        raise SpecError(f"unknown setting '{unknown[0]}' for problem {problem}; valid: {', '.join(sorted(known))}")
     check = getattr(problem_cls, "check_settings", None)
     if check is not None:
         try:
             check(settings)
         except ValueError as err:
             raise SpecError(str(err)) from None
+    sizes = problem_cls.split_sizes(settings)
+    if sizes and settings["batch_size"] > min(sizes.values()):
+        split, n = min(sizes.items(), key=lambda kv: kv[1])
+        raise SpecError(f"invalid problem.batch_size={settings['batch_size']}: must be an integer in [1, {n}] "
+                        f"(the {split} split of {problem} at size {settings.get('size', 'full')} has {n} "
+                        f"{'examples' if problem != 'tolstoi_char_rnn' else 'sequences'})")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise SpecError(f"invalid seed={seed!r}: must be an integer >= 0")
     if data_order not in DATA_ORDERS:
@@ -146,13 +163,40 @@ def _make_spec(problem: str, optimizer: str, hyperparameters: Mapping[str, Any],
         sched_cls(num_epochs=max(settings["num_epochs"], 1), steps_per_epoch=1, **sched)
     except (TypeError, ValueError) as err:
         raise SpecError(f"invalid schedule settings for {schedule}: {err}") from None
-    return RunSpec(problem=problem, optimizer=optimizer, hyperparameters=hp, schedule=schedule, seed=seed,
+    from bench import plugins
+
+    refs = plugins.refs_of({"optimizer": optimizer, "problem": problem, "schedule": schedule})
+    return RunSpec(problem=problem, optimizer=optimizer, hyperparameters=hp, schedule=schedule, seed=seed, plugins=refs,
                    problem_settings=settings, schedule_settings=sched, data_order=data_order, precision=precision,
                    arithmetic=arithmetic)
 
 
+def problem_setting_keys(problem: str, problem_cls: Any) -> set[str]:
+    """The settings a problem takes: the keys of its YAML defaults (a plugin: its declared defaults)."""
+    defaults = getattr(problem_cls, "plugin_defaults", None)
+    if defaults is not None:
+        return set(defaults) | {"size"}
+    return _yaml_keys(problem)
+
+
+@lru_cache(maxsize=64)
+def _yaml_keys(problem: str) -> set[str]:
+    import yaml
+
+    path = Path(__file__).resolve().parent.parent / "conf" / "problem" / f"{problem}.yaml"
+    if not path.exists():
+        return set()
+    return set(yaml.safe_load(path.read_text()) or {}) - PROBLEM_NON_SPEC_KEYS
+
+
 def spec_from_config(cfg: Mapping[str, Any]) -> RunSpec:
-    """The run spec of a composed Hydra config (plain dict, resolved)."""
+    """The run spec of a composed Hydra config (plain dict, resolved); its plugins are loaded first."""
+    from bench import plugins
+
+    try:
+        plugins.ensure(cfg.get("plugins"))
+    except plugins.PluginError as err:
+        raise SpecError(str(err)) from None
     problem = dict(cfg["problem"])
     optimizer = dict(cfg["optimizer"])
     schedule = dict(cfg["schedule"])

@@ -91,6 +91,8 @@ class RunResult:
             "protocol_version": spec.protocol_version, "spec": spec.canonical(),
             "engine": self.engine, "precision": spec.precision, "deterministic": self.deterministic,
             "resumes": self.resumes, "params_file": self.params_file,
+            "plugins": json.dumps({k: dict(v) for k, v in spec.plugins.items()}, sort_keys=True) if spec.plugins
+            else None,
         }
 
 
@@ -232,6 +234,10 @@ def _train(spec: RunSpec, dev: torch.device, data_dir: str | Path | None, watche
            checkpoints: ckpt.CheckpointStore | None, deterministic: bool) -> RunResult:
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
+    if spec.plugins:
+        from bench import plugins
+
+        plugins.ensure(spec.plugins)  # a worker process or a cluster task loads the spec's plugins itself
     torch.manual_seed(spec.seed)
     problem = PROBLEMS.get(spec.problem)(spec.problem_settings, spec.seed, dev, spec.data_order, data_dir)
     problem.load_data()

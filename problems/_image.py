@@ -77,6 +77,16 @@ class ImageProblem(Problem):
         self._pieces: tuple[Tensor, Tensor] | None = None  # (starts, sizes) of the input's pieces; None: one
 
     @classmethod
+    def split_sizes(cls, settings: Mapping[str, Any]) -> dict[str, int]:
+        from problems.datasets import build
+
+        lay = build.layout(cls.dataset, settings.get("size", "full") if settings.get("size") in ("full", "smoke")
+                           else "full")
+        train = sum(lay.file_sizes()) - lay.valid
+        train_eval = train if cls.train_eval_size is None else min(cls.train_eval_size, train)
+        return {"train": train_eval, "valid": lay.valid, "test": lay.test}
+
+    @classmethod
     def check_settings(cls, settings: Mapping[str, Any]) -> None:
         """Reject settings the TF problem would not honour (called by ``bench.spec.make_spec``)."""
         from problems.datasets import OPTIONS

@@ -163,6 +163,13 @@ class Problem:
         self._epoch_rows: Batch | None = None  # data_order=repeat with a fixed input order: the epoch's rows
         self._l2_params: list[nn.Parameter] | None = None
 
+    @classmethod
+    def split_sizes(cls, settings: Mapping[str, Any]) -> dict[str, int]:
+        """Examples per evaluated split (train = the train-eval stream) before any data are loaded, in the units a
+        batch counts (images, sequences); {} when not known. ``bench.spec`` rejects a batch larger than any of
+        them (DeepOBS evaluates ``n // batch_size`` batches: zero of them is no evaluation at all)."""
+        return {}
+
     # ----------------------------------------------------------------------------------------------- to implement
     def load_data(self) -> None:
         """Fill ``self.data`` with ``train``, ``valid`` and ``test`` splits on ``self.device``."""

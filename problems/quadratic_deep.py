@@ -8,6 +8,7 @@ the k-th Hessian of that stream, as the study's multi-instantiation processes di
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -75,6 +76,20 @@ class QuadraticDeep(Problem):
     study_name = "quadratic_deep"
     has_accuracy = False
     train_eval_size = SIZE
+
+    @classmethod
+    def split_sizes(cls, settings: Mapping[str, Any]) -> dict[str, int]:
+        return {"train": SIZE, "valid": SIZE, "test": SIZE}
+
+    @classmethod
+    def check_settings(cls, settings: Mapping[str, Any]) -> None:
+        draw = settings.get("hessian_draw", 0)
+        if isinstance(draw, bool) or not isinstance(draw, int) or draw < 0:
+            raise ValueError(f"invalid problem.hessian_draw={draw!r}: must be an integer >= 0 (the k-th Hessian "
+                             "of the TF stream; 0 = a fresh process)")
+        wd = settings.get("weight_decay", 0.0)
+        if wd:
+            raise ValueError(f"invalid problem.weight_decay={wd!r}: quadratic_deep has no L2 regularizer; must be 0")
 
     def load_data(self) -> None:
         self.data = {s: Split(torch.from_numpy(dataset(s)).to(self.device)) for s in ("train", "valid", "test")}

@@ -93,7 +93,7 @@ class SvhnWrn164(ImageClassifier):
     def check_settings(cls, settings: Mapping[str, Any]) -> None:
         super().check_settings(settings)
         eps = settings.get("bn_epsilon", 1e-5)
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or eps <= 0:
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < float("inf"):
             raise ValueError(f"invalid problem.bn_epsilon={eps!r}: must be a number > 0")
 
     def build_model(self) -> nn.Module:

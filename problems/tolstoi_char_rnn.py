@@ -71,6 +71,19 @@ class TolstoiCharRnn(Problem):
         self.reset_state()
 
     @classmethod
+    def split_sizes(cls, settings: Mapping[str, Any]) -> dict[str, int]:
+        """Sequences of ``seq_length`` characters (+ the one-char shift) in the valid and test splits (the training
+        part is larger than both)."""
+        from problems.datasets import build
+
+        t = settings.get("seq_length", 50)
+        if isinstance(t, bool) or not isinstance(t, int) or t < 1:
+            return {}
+        lay = build.layout("tolstoi", settings.get("size", "full") if settings.get("size") in ("full", "smoke")
+                           else "full")
+        return {"valid": (lay.valid - 1) // t, "test": (lay.test - 1) // t}
+
+    @classmethod
     def check_settings(cls, settings: Mapping[str, Any]) -> None:
         if settings.get("weight_decay"):
             raise ValueError(f"invalid problem.weight_decay={settings['weight_decay']!r}: "

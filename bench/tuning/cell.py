@@ -105,7 +105,15 @@ class Cell:
         return {"problem": self.problem, "problem_settings": dict(self.problem_settings),
                 "optimizer": self.optimizer, "schedule": self.schedule,
                 "schedule_settings": dict(self.schedule_settings), "data_order": self.data_order,
-                "precision": self.precision, "arithmetic": self.arithmetic, "protocol_version": PROTOCOL_VERSION}
+                "precision": self.precision, "arithmetic": self.arithmetic, "protocol_version": PROTOCOL_VERSION,
+                **self._plugin_identity()}
+
+    def _plugin_identity(self) -> dict[str, Any]:
+        """A plugin's name and source hash (a changed plugin is a new study); nothing for built-ins."""
+        from bench import plugins
+
+        refs = plugins.refs_of({"problem": self.problem, "optimizer": self.optimizer, "schedule": self.schedule})
+        return {"plugins": {k: {"name": v["name"], "sha256": v["sha256"]} for k, v in refs.items()}} if refs else {}
 
     def study_identity(self) -> dict[str, Any]:
         """What the study's trials depend on: not the budget, the selection or the re-run seeds (shared by all)."""

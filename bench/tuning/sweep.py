@@ -53,7 +53,12 @@ def expand(overrides: list[str], multirun: bool) -> list[list[str]]:
     parser = OverridesParser.create()
     try:
         parsed = parser.parse_overrides(overrides)
-        fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+        from bench import plugins
+
+        # Only the sweeper's params are read from this composition: a group's keys (``budget.samples=3``) are left
+        # out, since their group may be a sweep here (``budget=oneshot,small``) with nothing to override yet.
+        fixed = [o.input_line for o in parsed if not o.is_sweep_override() and not _group_key(o.input_line)]
+        fixed += [o] if (o := plugins.searchpath_override()) else []
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             base = compose("config", overrides=fixed, return_hydra_config=True)
         params = OmegaConf.to_container(base.hydra.sweeper.params) if base.hydra.sweeper.params else {}
@@ -65,6 +70,12 @@ def expand(overrides: list[str], multirun: bool) -> list[list[str]]:
 
 SWAPPABLE_GROUPS = ("problem", "optimizer", "schedule", "budget", "logger", "launcher")
 """Config groups whose node depends on nothing but its own option and the command line's other overrides."""
+
+
+def _group_key(override: str) -> bool:
+    """``problem.num_epochs=3``: a key inside a config group's node."""
+    key = override.lstrip("+~").split("=", 1)[0]
+    return "." in key and key.split(".", 1)[0] in SWAPPABLE_GROUPS
 
 
 def _group_choice(override: str) -> tuple[str, str] | None:
@@ -83,14 +94,18 @@ def compose_jobs(jobs: list[list[str]]) -> list[dict[str, Any]]:
     """
     from hydra import compose, initialize_config_dir
 
+    from bench import plugins
+
     out = []
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cache: dict[tuple[str, ...], dict[str, Any]] = {}
 
+            search = [o] if (o := plugins.searchpath_override()) else []
+
             def composed(overrides: tuple[str, ...]) -> dict[str, Any]:
                 if overrides not in cache:
-                    cache[overrides] = OmegaConf.to_container(compose("config", overrides=list(overrides)),
+                    cache[overrides] = OmegaConf.to_container(compose("config", overrides=[*search, *overrides]),
                                                               resolve=True)
                 return cache[overrides]
 
@@ -108,6 +123,9 @@ def compose_jobs(jobs: list[list[str]]) -> list[dict[str, Any]]:
                 for group, option in choices:
                     node = composed((*rest, f"{group}={option}"))[group]
                     cfg[group] = dict(node) if isinstance(node, dict) else node  # jobs share nested nodes: read-only
+                refs = plugins.refs_of({k: cfg[k]["name"] for k in plugins.KINDS if isinstance(cfg.get(k), dict)})
+                if refs:
+                    cfg["plugins"] = refs  # so that any process can load them (bench.plugins.ensure)
                 out.append(cfg)
     except Exception as err:  # noqa: BLE001
         raise SweepError(_one_line(err)) from None
