@@ -219,6 +219,8 @@ def _register(kind: str, name: str, cls: type, ref: PluginRef, *, where: str, si
 
 def _defaults(kind: str, cls: type, where: str, sibling: Path | None) -> dict[str, Any]:
     defaults = dict(getattr(cls, "defaults", {}) or {})
+    if kind == "schedule":  # a law declares its defaults with its parameters
+        defaults = {**{k: p.default for k, p in getattr(cls, "parameters", {}).items()}, **defaults}
     if sibling is not None and sibling.is_file():
         try:
             from_yaml = yaml.safe_load(sibling.read_text()) or {}
