@@ -200,8 +200,19 @@ def check_jobs(jobs: list[list[str]]) -> str | None:
     return None
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    """SIGTERM (a cluster's kill, ``kill``) as SystemExit: the run loop tells its observers (a logger flushes),
+    and the last checkpoint and every record stay as they are; the same command resumes."""
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
+    import signal
+
     from bench import plugins
+
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, _terminate)
 
     try:
         argv = load_plugins(sys.argv[1:])
