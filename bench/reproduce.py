@@ -17,9 +17,11 @@ study; ``problem.hessian_draw=0``: ignore the draws); each variant's verdicts ar
 Training goes the normal way: the specs go to ``bench.execute.execute_many`` with the environment of
 ``bench.execute.env_from_config`` (``device=``, ``engine=``, ``workers=`` options), so records land in
 ``results_dir`` with the usual run_ids (a re-run of an already recorded spec trains nothing — e.g. our own tuning
-trials and seeds at draw 0 — a killed reproduction resumes, cohorts apply). ``--print-commands`` prints instead one
-``valley -m …`` line per published run and variant (the same run_ids), for a cluster launcher (``launcher=…``);
-afterwards ``valley-reproduce --no-train`` (same selection) writes the tables from the records.
+trials and seeds at draw 0 — a killed reproduction resumes, cohorts apply). ``--launcher NAME`` hands the same runs
+to ``bench.launch`` as the composed jobs of ``valley -m`` (``slurm``, ``local_gpus``, where the checkout has them);
+``--print-commands`` prints those ``valley -m …`` lines instead (one per published run and variant, the same
+run_ids). After a fire-and-forget launch, ``valley-reproduce --no-train`` (same selection) writes the tables from
+the records.
 
 Exit code: 0 when every selected run and cell agrees, 1 when something disagrees, is missing or is not
 reproducible, 2 for bad input.
@@ -281,10 +283,11 @@ def plan(published: Sequence[Published], variants: Sequence[Mapping[str, Mapping
 
 
 # ------------------------------------------------------------------------------------------------ commands
-def commands(p: Plan, results_dir: str) -> list[str]:
-    """One ``valley -m`` line per (published run, variant): the same specs, for any launcher."""
-    lines = []
-    seen = set()
+def override_lists(p: Plan, results_dir: str) -> list[list[str]]:
+    """One ``valley -m`` override list per (published run, variant): the same specs, for any launcher (values that
+    equal the YAML defaults are left out; floats at full precision)."""
+    out: list[list[str]] = []
+    seen: set[tuple[str, ...]] = set()
     for (rid, label), parts in p.parts.items():
         seeds = sorted(p.ours[(rid, label)])
         hp_default = yaml_defaults("optimizer", parts["optimizer"])
@@ -296,11 +299,26 @@ def commands(p: Plan, results_dir: str) -> list[str]:
         args += [f"optimizer.{k}={_plain(v)}" for k, v in parts["hyperparameters"].items()
                  if hp_default.get(k) != v or type(hp_default.get(k)) is not type(v)]
         args += [f"schedule={parts['schedule']}", "seed=" + ",".join(map(str, seeds)), f"results_dir={results_dir}"]
-        line = "valley -m " + " ".join(args)
-        if line not in seen:
-            seen.add(line)
-            lines.append(line)
-    return lines
+        if tuple(args) not in seen:
+            seen.add(tuple(args))
+            out.append(args)
+    return out
+
+
+def commands(p: Plan, results_dir: str) -> list[str]:
+    return ["valley -m " + " ".join(args) for args in override_lists(p, results_dir)]
+
+
+def launch_plan(p: Plan, results_dir: str, launcher: str, extra: Sequence[str] = ()) -> int:
+    """Train the plan's specs through ``bench.launch`` (``launcher=inline|slurm|local_gpus``): the composed jobs of
+    :func:`override_lists`, as ``valley -m`` would launch them."""
+    from bench.launch import launch
+    from bench.tuning.sweep import compose_jobs, expand
+
+    jobs: list[list[str]] = []
+    for args in override_lists(p, results_dir):
+        jobs += expand([*args, f"launcher={launcher}", *extra], True)
+    return launch(compose_jobs(jobs), multirun=True)
 
 
 # ------------------------------------------------------------------------------------------------ agreement
@@ -346,7 +364,7 @@ def agreement_tables(p: Plan, results_dir: str | Path, *, z_tol: float = A.Z_TOL
             if pub.role == "seed":
                 mine = recs.get(by_seed.get(pub.seed, ""))
                 mirrored.setdefault((pub.cell_id, label), []).append(
-                    (pub.value, _final(mine, epoch0, padded=True)[0] if mine is not None else math.nan))
+                    (pub.value, _final(mine, epoch0, padded=True)[0] if mine is not None else math.nan, pub.draw))
     runs = pd.DataFrame(rows).reindex(columns=A.RUN_COLUMNS)
     cells = []
     info = {(pub.cell_id, variant_label(v)): pub for pub in p.published for v in p.variants if pub.role == "seed"}
@@ -354,7 +372,9 @@ def agreement_tables(p: Plan, results_dir: str | Path, *, z_tol: float = A.Z_TOL
         pub = info[(cell_id, label)]
         sub = runs[(runs["variant"] == label) & runs["published_run_id"].isin(
             [q.run_id for q in p.published if q.cell_id == cell_id and q.role == "seed"])]
-        res = A.cell_agreement([t for t, _ in pairs], [o for _, o in pairs], alpha=alpha, floor_rel=floor_rel)
+        draws = {d for _, _, d in pairs}
+        res = A.cell_agreement([t for t, _, _ in pairs], [o for _, o, _ in pairs], by_pairs=len(draws) > 1,
+                               alpha=alpha, floor_rel=floor_rel)
         cells.append({"variant": label, "problem": pub.problem, "optimizer": pub.optimizer, "schedule": pub.schedule,
                       "budget": pub.budget, "metric": pub.metric, **res,
                       "runs_agree": int((sub["verdict"] == "agree").sum()),
@@ -406,6 +426,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--engine", default="single", help="single | cohort | cohort_fast | auto (bench.engine)")
     p.add_argument("--workers", type=int, default=1, help="training processes")
+    p.add_argument("--launcher", default=None, help="train through bench.launch with this launcher (inline, slurm, "
+                                                    "local_gpus) instead of execute_many in this process")
     p.add_argument("--z", type=float, default=A.Z_TOLERANCE, help="tolerance in our seed std (default 3)")
     p.add_argument("--floor", type=float, default=A.FLOOR_REL, help="relative floor of the tolerance (default 1e-3)")
     p.add_argument("--alpha", type=float, default=A.ALPHA, help="cell test level (default 0.01)")
@@ -451,7 +473,20 @@ def main(argv: list[str] | None = None) -> int:
         for key, why in list(p.issues.items())[:args.show]:
             print(f"  not reproducible: {key[0]} [{key[1]}]: {why}")
         return 0
-    if not args.no_train and todo:
+    if not args.no_train and todo and args.launcher is not None:
+        from bench.launch import LaunchError
+
+        extra = [f"device={args.device}", f"engine={args.engine}", f"tuning.workers={args.workers}"]
+        try:
+            launch_plan(p, args.results_dir, args.launcher, extra)
+        except LaunchError as err:
+            print(f"valley-reproduce: error: {err}", file=sys.stderr)
+            return 2
+        todo = records_pending(p, args.results_dir)[0]
+        if todo:  # a fire-and-forget launcher: the tables follow with --no-train once its jobs are done
+            print(f"valley-reproduce: {todo} runs not recorded yet; run again with --no-train when the launched "
+                  f"jobs are done", flush=True)
+    elif not args.no_train and todo:
         from bench.execute import env_from_config, execute_many
 
         try:
@@ -501,7 +536,7 @@ def report_text(runs: pd.DataFrame, cells: pd.DataFrame, show: int = 15) -> str:
     bad = A.ordered_rows(runs[runs["verdict"] != "agree"], "z")
     for r in bad.head(show).itertuples(index=False):
         draw = "" if r.hessian_draw is None or pd.isna(r.hessian_draw) else f", draw {int(r.hessian_draw)}"
-        lines.append(f"  run {r.verdict}: {r.problem} · {r.optimizer} · {r.schedule} · {r.budget} · {r.role} seed "
+        lines.append(f"  run {r.verdict}: {r.problem} · {r.optimizer} · {r.schedule} · {r.budget} · {r.role} run, seed "
                      f"{r.seed}{draw} [{r.variant}]: theirs {r.theirs:.6g}, ours {r.our_mean:.6g} ± "
                      f"{r.our_std:.3g} (n={r.our_n}); {r.reason}")
     if len(bad) > show:

@@ -277,6 +277,12 @@ def test_variants_commands_and_report(study: dict, capsys: pytest.CaptureFixture
     pubs = reproduce.load_published(study["published"], {"optimizer": ["adam"]})
     want = {s.run_id for s in reproduce.plan(pubs, [{}], [42, 43]).specs}
     assert got == want
+    # --launcher inline: the same runs through bench.launch (the composed jobs of those lines)
+    launched = study["tmp"] / "ours_launched"
+    code = reproduce.main(["--published", str(study["published"]), "--results-dir", str(launched), "--seeds", "2",
+                           "--device", "cpu", "--launcher", "inline", "optimizer=adam"])
+    assert code == 1 and set(read_runs(launched)["run_id"]) == want       # the perturbed run still disagrees
+    assert len(A.read(launched)[0]) == 3
 
     # the report: the section, disagreements first
     reproduce.main(["--published", str(study["published"]), "--results-dir", str(ours), "--seeds", "3",
@@ -297,3 +303,26 @@ def test_cli_errors(study: dict, tmp_path: Path, capsys: pytest.CaptureFixture) 
     assert reproduce.main(["--published", str(study["published"]), "optimizer=nadam"]) == 2
     err = capsys.readouterr().err
     assert "do not exist" in err and "unknown key 'colour'" in err and "matches no published run" in err
+
+
+def test_paired_test_and_when_it_decides() -> None:
+    rng = np.random.default_rng(11)
+    for _ in range(30):
+        x = rng.normal(88, 5, 10)
+        y = x + rng.normal(0.3, 0.2, 10)
+        d = x - y
+        t = d.mean() / (d.std(ddof=1) / math.sqrt(d.size))
+        n, got_t, got_p = A.paired(x, y)
+        assert n == 10 and got_t == pytest.approx(t) and got_p == pytest.approx(2 * sps.t.sf(abs(t), 9))
+        assert got_p == pytest.approx(sps.ttest_rel(x, y).pvalue)
+    assert A.paired([1.0, 2.0], [1.0, 2.0])[2] == 1.0 and A.paired([1.0, 2.0], [0.0, 1.0])[2] == 0.0
+    assert A.paired([1.0, np.nan, 3.0], [1.0, 2.0, 3.5])[0] == 2
+    # published runs on different draws (std 5) shifted by 2 against ours on the same draws: Welch cannot see it,
+    # the pairs can; the verdict follows the test asked for
+    draws = rng.normal(88, 5, 10)
+    theirs, ours = draws + rng.normal(0, 0.05, 10), draws + 2.0 + rng.normal(0, 0.05, 10)
+    w = A.cell_agreement(theirs, ours)
+    p = A.cell_agreement(theirs, ours, by_pairs=True)
+    assert w["test"] == "welch" and w["verdict"] == "agree" and w["welch_p"] > 0.1
+    assert p["test"] == "paired" and p["verdict"] == "disagree" and p["paired_p"] < 1e-6
+    assert p["welch_p"] == w["welch_p"] and "paired t-test" in p["reason"]
