@@ -23,6 +23,12 @@ to ``bench.launch`` as the composed jobs of ``valley -m`` (``slurm``, ``local_gp
 run_ids). After a fire-and-forget launch, ``valley-reproduce --no-train`` (same selection) writes the tables from
 the records.
 
+Finding the cause of a disagreement: run the same selection under the candidate rules as variants and see which
+agrees. On P1 the Hessian draw is matched first (a draw mismatch alone moves a final loss by ~6 units, ~100 seed
+std). For Lookahead-RAdam (README, "Why one Lookahead-RAdam / cosine medium setting lands ~2 above the study"):
+``optimizer.sync=replace,after optimizer.inner_step_count=frozen,advancing``, with ``role=trials`` for the trials
+that decide each rule from one file.
+
 Exit code: 0 when every selected run and cell agrees, 1 when something disagrees, is missing or is not
 reproducible, 2 for bad input.
 """
@@ -41,7 +47,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pyarrow.dataset as ds
 
@@ -211,9 +216,13 @@ def _epoch0_test(results_dir: Path, runs: pd.DataFrame) -> dict[str, float]:
 
 
 # ------------------------------------------------------------------------------------------------ specs
-@lru_cache(maxsize=None)
 def yaml_defaults(group: str, name: str) -> dict[str, Any]:
-    """``conf/<group>/<name>.yaml`` without its name: the defaults a ``valley`` command composes."""
+    """``conf/<group>/<name>.yaml`` without its name: the defaults a ``valley`` command composes (a fresh copy)."""
+    return dict(_yaml_defaults(group, name))
+
+
+@lru_cache(maxsize=None)
+def _yaml_defaults(group: str, name: str) -> dict[str, Any]:
     import yaml
 
     path = CONF_DIR / group / f"{name}.yaml"
