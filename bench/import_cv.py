@@ -17,6 +17,19 @@ Conversions (§7, §8):
   as ``diverged`` with its measured epochs 0..j−1 only — the harness's own representation (§8); the analysis can
   re-create the padding (``--diverged pad``).
 * the duplicated ``minibatch_train_losses`` are not imported (only used to confirm padding).
+* what it takes to re-run a run (``spec`` column, key ``rerun``; ``valley-reproduce`` builds our run spec from it):
+  problem, optimizer, the hyperparameters of the JSON at full precision (the folder names are rounded to 10
+  digits), the schedule, the seed, batch size and epochs, and on quadratic_deep the **Hessian draw** k the run was
+  trained on (§1 P1: the study drew a fresh Hessian from one module-level ``RandomState(42)`` at every problem
+  instantiation, so runs executed after others in one process used later draws). k is identified from the run's
+  epoch-0 test *and* valid loss (θ = 1 before any step): draw k matches when both agree with the draw's values to a
+  relative :data:`DRAW_RTOL` (the published float32 values are within ~2e-8 of ours; two of the first 300 draws
+  are never closer than ~6e-4 jointly), searched over the first :data:`DRAWS_SEARCHED` draws. Matched: ``hessian_draw:
+  k`` in ``problem_settings`` and in the re-run's settings; not matched: ``hessian_draw: null`` and the reason in
+  ``rerun.issues``. TF-only flags with the value our implementation has (``use_locking``, ``use_nesterov``,
+  ``nesterov``, ``amsbound``) are dropped; any other key our optimizer does not have, a flag with another value, or
+  learning-rate factors that differ from our schedule's are listed in ``rerun.issues`` (such a run is reported as
+  not reproducible instead of being re-run with other settings).
 
 Streaming and idempotency: one optimizer folder (≤ ~60 files) is parsed at a time and written as one runs file and
 one curves file named by a hash of the folder's relative path (chunks of ``--batch`` runs for larger folders), so
@@ -27,6 +40,7 @@ cell_id. Malformed files are skipped and listed.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import math
@@ -60,6 +74,15 @@ FILE_RE = re.compile(r"^random_seed__(\d+)__(\d{4}-\d{2}-\d{2}-\d{2}-\d{2}-\d{2}
 SPLITS = ("train", "valid", "test")
 RERUN_SEED = 43
 FULL_SEEDS = 10
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+DRAWS_SEARCHED = 300
+DRAW_RTOL = 2e-6
+# TF-only arguments of the study's optimizers and the value our implementation of each has (others: an issue).
+TF_FLAGS: dict[str, dict[str, Any]] = {
+    "momentum": {"use_nesterov": False}, "nag": {"use_nesterov": True},
+    "lookahead_momentum": {"use_nesterov": False, "nesterov": False},
+    "adabound": {"amsbound": False}, "amsbound": {"amsbound": True},
+}
 
 
 class Malformed(ValueError):
@@ -151,6 +174,145 @@ def _metric(problem: str, has_acc: bool) -> str:
     return "accuracy" if has_acc else "loss"
 
 
+# ------------------------------------------------------------------------------------------- P1 Hessian draws
+def _draw_stream(n: int):
+    """Hessians 0..n-1 of P1's module-level ``RandomState(42)`` stream, in order (one pass; ``hessian(k)`` of
+    :mod:`problems.quadratic_deep` rebuilds the stream from the start for each k)."""
+    from problems.quadratic_deep import DIM, _random_rotation
+
+    rng = np.random.RandomState(42)
+    for _ in range(n):
+        eig = np.concatenate((rng.uniform(0.0, 1.0, 90), rng.uniform(30.0, 60.0, 10)))
+        rot = _random_rotation(DIM, rng)
+        yield np.matmul(np.transpose(rot), np.matmul(np.diag(eig), rot))
+
+
+@functools.lru_cache(maxsize=4)
+def draw_losses(n: int = DRAWS_SEARCHED, batch_size: int = 128) -> np.ndarray:
+    """(n, 2) array: the epoch-0 test and valid loss of θ = 1 under Hessian draws 0..n-1 (~4 ms per draw).
+
+    DeepOBS evaluates the first ``1000 // batch_size`` batches, so the mean of 0.5 (1 − x)ᵀ H (1 − x) over the first
+    ``(1000 // batch_size) · batch_size`` rows, H cast to float32 as TF held it; = 0.5 tr(H S) with S the rows'
+    second-moment matrix.
+    """
+    from problems.quadratic_deep import SIZE, dataset
+
+    rows = (SIZE // batch_size) * batch_size
+    moments = []
+    for split in ("test", "valid"):
+        d = 1.0 - dataset(split)[:rows].astype(np.float64)
+        moments.append(d.T @ d / rows)
+    out = np.empty((n, 2))
+    for k, h in enumerate(_draw_stream(n)):
+        h32 = h.astype(np.float32).astype(np.float64)
+        out[k] = [0.5 * float(np.sum(h32 * m)) for m in moments]
+    return out
+
+
+@dataclass
+class DrawMatch:
+    draw: int | None
+    searched: int
+    issue: str | None = None  # why no draw was recorded
+
+
+def identify_draw(test0: float, valid0: float | None, *, batch_size: int = 128,
+                  searched: int = DRAWS_SEARCHED) -> DrawMatch:
+    """The Hessian draw k whose epoch-0 test (and valid) loss equals the run's, to a relative :data:`DRAW_RTOL`."""
+    if not math.isfinite(test0) or (valid0 is not None and not math.isfinite(valid0)):
+        return DrawMatch(None, 0, "epoch-0 loss is not finite")
+    table = draw_losses(searched, batch_size)
+    err = np.abs(table[:, 0] - test0) / abs(test0)
+    if valid0 is not None:
+        err = np.maximum(err, np.abs(table[:, 1] - valid0) / abs(valid0))
+    hits = np.flatnonzero(err <= DRAW_RTOL)
+    if len(hits) == 1:
+        return DrawMatch(int(hits[0]), searched)
+    if len(hits) > 1:
+        return DrawMatch(None, searched, f"epoch-0 losses match several Hessian draws ({hits.tolist()})")
+    best = int(np.argmin(err))
+    return DrawMatch(None, searched, f"no Hessian draw among the first {searched} matches the epoch-0 test/valid "
+                                     f"loss {test0!r}/{valid0!r} (nearest: draw {best}, relative difference "
+                                     f"{err[best]:.2e})")
+
+
+# ------------------------------------------------------------------------------------------------- re-run
+@functools.lru_cache(maxsize=64)
+def _yaml_keys(group: str, name: str) -> tuple[str, ...]:
+    import yaml
+
+    path = CONF_DIR / group / f"{name}.yaml"
+    if not path.exists():
+        return ()
+    return tuple(k for k in (yaml.safe_load(path.read_text()) or {}) if k != "name")
+
+
+def _factors(training: dict[str, Any], n_epochs: int) -> tuple[list[float] | None, str | None]:
+    """The published epoch factors f_1..f_N (None for a constant law: ``[]``/``null`` fields), or an issue."""
+    epochs, factors = training.get("lr_sched_epochs"), training.get("lr_sched_factors")
+    if not epochs and not factors:
+        return None, None
+    if not isinstance(epochs, list) or not isinstance(factors, list) or len(epochs) != len(factors):
+        return None, "training_params: lr_sched_epochs / lr_sched_factors are not two lists of one length"
+    try:
+        by_epoch = {int(e): float(f) for e, f in zip(epochs, factors)}
+    except (TypeError, ValueError):
+        return None, "training_params: non-numeric learning-rate schedule entries"
+    out, current = [], 1.0  # DeepOBS make_lr_schedule: a factor holds until the next listed epoch
+    for e in range(1, n_epochs + 1):
+        current = by_epoch.get(e, current)
+        out.append(current)
+    return out, None
+
+
+def _schedule_issue(schedule: str, factors: list[float] | None, n_epochs: int) -> str | None:
+    """Whether our law ``schedule`` (defaults) gives the published factors f_1..f_N (to 1e-9)."""
+    from bench.schedules import SCHEDULES
+
+    cls = SCHEDULES.get(schedule)
+    ours = cls(num_epochs=max(n_epochs, 1), steps_per_epoch=1, **cls.canonical_settings({})).epoch_factors()[1:]
+    theirs = factors if factors is not None else [1.0] * n_epochs
+    if len(theirs) != len(ours[:n_epochs]) or any(abs(a - b) > 1e-9 for a, b in zip(theirs, ours)):
+        bad = next((e + 1 for e, (a, b) in enumerate(zip(theirs, ours)) if abs(a - b) > 1e-9), None)
+        return (f"the published learning-rate factors differ from our {schedule} schedule's"
+                + (f" (epoch {bad}: {theirs[bad - 1]!r} vs {ours[bad - 1]!r})" if bad else ""))
+    return None
+
+
+def rerun_settings(problem: str, optimizer: str, schedule: str, seed: int, hp: dict[str, Any], n_epochs: int,
+                   batch_size: Any, l2_reg: Any, training: dict[str, Any], draw: DrawMatch | None) -> dict[str, Any]:
+    """What ``valley-reproduce`` needs to re-run a published run: overrides over our YAML defaults, and the issues
+    that make an exact re-run impossible (empty: reproducible)."""
+    issues: list[str] = []
+    ours = set(_yaml_keys("optimizer", optimizer))
+    flags = TF_FLAGS.get(optimizer, {})
+    mapped = {}
+    for key, value in hp.items():
+        if key == "use_locking":
+            continue
+        if key in flags:
+            if value != flags[key]:
+                issues.append(f"{key}={value!r}: our {optimizer} implements {key}={flags[key]!r}")
+            continue
+        if key not in ours:
+            issues.append(f"hyperparameter {key}={value!r} is not one of our {optimizer}'s")
+            continue
+        mapped[key] = value
+    settings: dict[str, Any] = {"batch_size": batch_size, "num_epochs": n_epochs}
+    if l2_reg is not None:
+        settings["weight_decay"] = l2_reg
+    if draw is not None:
+        settings["hessian_draw"] = draw.draw
+        if draw.issue:
+            issues.append(draw.issue)
+    factors, issue = _factors(training, n_epochs)
+    issue = issue or _schedule_issue(schedule, factors, n_epochs)
+    if issue:
+        issues.append(issue)
+    return {"problem": problem, "optimizer": optimizer, "hyperparameters": mapped, "schedule": schedule,
+            "seed": seed, "problem_settings": settings, "data_order": "repeat", "issues": issues}
+
+
 def parse(file: Path, rel: str, problem: str, optimizer: str, schedule: str, setting: str) -> Parsed:
     """Parse and convert one result file; raise :class:`Malformed` with the reason."""
     m = FILE_RE.match(file.name)
@@ -195,13 +357,25 @@ def parse(file: Path, rel: str, problem: str, optimizer: str, schedule: str, set
     best_epoch, best_test = _best_valid(series, metric, measured)
     rid = run_id(rel)
     training = data.get("training_params") or {}
+    if not isinstance(training, dict):
+        raise Malformed("training_params is not an object")
+    draw = None
+    if problem == "quadratic_deep":
+        valid0 = series[("valid", "loss")][0]
+        bs = data.get("batch_size") if isinstance(data.get("batch_size"), int) else 128
+        draw = identify_draw(series[("test", "loss")][0], valid0, batch_size=bs)
+    l2_reg = data.get("l2_reg", data.get("weight_decay"))
+    rerun = rerun_settings(problem, optimizer, schedule, seed, hp, n_epochs, data.get("batch_size"), l2_reg,
+                           training, draw)
+    problem_settings = {"batch_size": data.get("batch_size"), "num_epochs": n_epochs, "l2_reg": l2_reg}
+    if draw is not None:
+        problem_settings["hessian_draw"] = draw.draw
     row = {
         "run_id": rid, "source": SOURCE, "problem": problem, "optimizer": optimizer,
         "hyperparameters": json.dumps({k: v for k, v in hp.items() if k != "use_locking"}, sort_keys=True),
         "schedule": schedule, "schedule_settings": json.dumps({"granularity": "epoch", **training}, sort_keys=True),
         "seed": seed, "data_order": "repeat",
-        "problem_settings": json.dumps({"batch_size": data.get("batch_size"), "num_epochs": n_epochs,
-                                        "l2_reg": data.get("l2_reg", data.get("weight_decay"))}, sort_keys=True),
+        "problem_settings": json.dumps(problem_settings, sort_keys=True),
         "num_epochs": n_epochs, "batch_size": data.get("batch_size") if isinstance(data.get("batch_size"), int)
         else None,
         "status": "diverged" if diverged else "completed",
@@ -213,7 +387,9 @@ def parse(file: Path, rel: str, problem: str, optimizer: str, schedule: str, set
         "versions": json.dumps({"deepobs": "TensorFlow 1.x back-end (published Crowded-Valley results)"}),
         "git_commit": None, "started_at": started, "finished_at": None, "protocol_version": SOURCE,
         "spec": json.dumps({"source_path": rel, "optimizer_folder": data.get("optimizer_name"),
-                            "setting": setting}, sort_keys=True),
+                            "setting": setting, "rerun": rerun,
+                            **({"hessian_draw": {"draw": draw.draw, "searched": draw.searched}} if draw else {})},
+                           sort_keys=True, allow_nan=True),
     }
     return Parsed(rel, setting, seed, started, row, curves, series[("test", metric)][-1])
 

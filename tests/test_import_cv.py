@@ -237,3 +237,136 @@ def test_report_renders_from_an_imported_tree(tree: dict, tmp_path: Path) -> Non
     main = pd.read_csv(out / "report" / "tables" / "main_table.csv")
     cell = main[(main["optimizer"] == "momentum") & (main["budget"] == "medium")].iloc[0]
     assert cell["n_seeds"] == 10 and cell["num_samples"] == 4
+
+
+# ------------------------------------------------------------------------------------------- re-run settings
+def p1_epoch0(draw: int, batch_size: int = 128) -> tuple[float, float]:
+    """Reference: the epoch-0 test and valid loss of θ = 1 under Hessian draw k, straight from the problem module
+    (float32 H as TF held it; the mean over the evaluated rows of 0.5 (1 − x)ᵀ H (1 − x))."""
+    from problems.quadratic_deep import dataset, hessian
+
+    h = hessian(draw).astype(np.float32).astype(np.float64)
+    rows = (1000 // batch_size) * batch_size
+    out = []
+    for split in ("test", "valid"):
+        d = 1.0 - dataset(split)[:rows].astype(np.float64)
+        out.append(float(np.mean(0.5 * np.einsum("ij,jk,ik->i", d, h, d))))
+    return out[0], out[1]
+
+
+def cosine_factors(n: int) -> list[float]:
+    return [0.5 * (1.0 + np.cos(np.pi * e / n)) for e in range(1, n + 1)]
+
+
+def p1_json(folder: str, seed: int, hp: dict, draw: int | None, rng: np.random.Generator, *,
+            training_params: dict | None, n: int = N, diverge_at: int | None = None, extra: dict | None = None) -> dict:
+    """A quadratic_deep result file whose epoch-0 losses are those of Hessian draw ``draw`` (None: of no draw).
+    ``diverge_at``: the evaluation that went non-finite (``Infinity``), the rest padded with epoch-0 values."""
+    t0, v0 = p1_epoch0(draw) if draw is not None else (321.0, 322.0)
+    series = {"train_losses": [t0 + 1.5] + list(np.linspace(200, 90, n) + rng.standard_normal(n)),
+              "valid_losses": [v0] + list(np.linspace(201, 92, n) + rng.standard_normal(n)),
+              "test_losses": [t0] + list(np.linspace(202, 93, n) + rng.standard_normal(n))}
+    mb = [float(v) for v in np.linspace(300, 90, n)]
+    if diverge_at is not None:
+        for k, vals in series.items():
+            series[k] = vals[:diverge_at] + [float("inf")] + [vals[0]] * (n - diverge_at)
+        mb = mb[:diverge_at] + [float("nan")] + [mb[0]] * (n - diverge_at - 1)
+    return {"testproblem": "quadratic_deep", "batch_size": 128, "num_epochs": n, "random_seed": seed, "l2_reg": None,
+            "optimizer_name": folder, "optimizer_hyperparams": {**hp, "use_locking": False, **(extra or {})},
+            "training_params": training_params, **series, "minibatch_train_losses": [v for v in mb for _ in (0, 1)]}
+
+
+def test_draw_table_is_the_problems_stream() -> None:
+    table = import_cv.draw_losses(6)
+    for k in range(6):
+        np.testing.assert_allclose(table[k], p1_epoch0(k), rtol=1e-12)
+    # the published seed-42 values (protocol §1 P1) and the k = 1 one-shot Adam seed-43 file
+    assert table[0, 0] == pytest.approx(353.44676426478793, rel=1e-7)
+    assert table[0, 1] == pytest.approx(353.8127659388951, rel=1e-7)
+    assert table[1, 0] == pytest.approx(347.35823, rel=1e-7) and table[1, 1] == pytest.approx(349.22410, rel=1e-7)
+
+
+def test_identify_draw() -> None:
+    for k in (0, 1, 4, 37):
+        t, v = p1_epoch0(k)
+        m = import_cv.identify_draw(t * (1 + 3e-7), v * (1 - 3e-7))  # float32-level differences
+        assert m.draw == k and m.issue is None and m.searched == import_cv.DRAWS_SEARCHED
+    t, v = p1_epoch0(2)
+    miss = import_cv.identify_draw(t * (1 + 1e-4), v)
+    assert miss.draw is None and "no Hessian draw among the first 300" in miss.issue and "nearest: draw 2" in miss.issue
+    assert import_cv.identify_draw(float("inf"), v).draw is None
+    assert import_cv.identify_draw(*p1_epoch0(40), searched=30).draw is None  # beyond the searched draws
+
+
+LR_FULL = 0.0031489116479568613  # sample 0's learning rate; its folder name says 3.148911648e-03
+MOM_FULL = 0.7114476009343418
+
+
+@pytest.fixture()
+def p1_tree(tmp_path: Path) -> dict:
+    rng = np.random.default_rng(1)
+    root = tmp_path / "cv"
+    hp = {"learning_rate": LR_FULL, "momentum": MOM_FULL}
+    files = {}
+    constant_fields = [None, {"lr_sched_epochs": None, "lr_sched_factors": None},
+                       {"lr_sched_epochs": [], "lr_sched_factors": []}]
+    for i, seed in enumerate((42, 43, 44)):      # constant: three spellings of "no schedule"; draws 0, 1, 2
+        d = p1_json("MomentumOptimizer", seed, hp, i, rng, training_params=constant_fields[i],
+                    extra={"use_nesterov": False})
+        files[("constant", seed)] = write(root, "oneshot", "none", "quadratic_deep", "MomentumOptimizer", hp, seed,
+                                          f"2020-02-12-22-{seed - 40:02d}-00", d)
+    cos = {"lr_sched_epochs": list(range(1, N + 1)), "lr_sched_factors": cosine_factors(N)}
+    files[("cosine", 42)] = write(root, "oneshot", "cosine", "quadratic_deep", "MomentumOptimizer", hp, 42,
+                                  "2020-02-13-10-00-00", p1_json("MomentumOptimizer", 42, hp, 5, rng,
+                                                                 training_params=cos, diverge_at=3))
+    files[("cosine", 43)] = write(root, "oneshot", "cosine", "quadratic_deep", "MomentumOptimizer", hp, 43,
+                                  "2020-02-13-10-01-00", p1_json("MomentumOptimizer", 43, hp, None, rng,
+                                                                 training_params=cos))
+    bad = {"lr_sched_epochs": list(range(1, N + 1)), "lr_sched_factors": [0.5] * N}  # not our cosine
+    files[("ltr", 42)] = write(root, "oneshot", "ltr", "quadratic_deep", "MomentumOptimizer", hp, 42,
+                               "2020-02-14-10-00-00", p1_json("MomentumOptimizer", 42, hp, 0, rng, training_params=bad,
+                                                              extra={"use_nesterov": True, "frobnicate": 3}))
+    return {"root": root, "files": files}
+
+
+def _spec(runs: pd.DataFrame, schedule: str, seed: int) -> tuple[pd.Series, dict]:
+    row = runs[(runs["schedule"] == schedule) & (runs["seed"] == seed)].iloc[0]
+    return row, json.loads(row["spec"])
+
+
+def test_import_records_the_rerun_settings(p1_tree: dict, tmp_path: Path) -> None:
+    out = tmp_path / "imported"
+    rep = import_cv.import_tree(p1_tree["root"], out)
+    assert rep.runs == 6 and not rep.skipped
+    runs = read_runs(out)
+    # the folder name is rounded; the re-run gets the JSON's full-precision values, TF-only flags dropped
+    assert "3.148911648e-03" in str(p1_tree["files"][("constant", 42)])
+    for seed, draw in ((42, 0), (43, 1), (44, 2)):
+        row, spec = _spec(runs, "constant", seed)
+        rerun = spec["rerun"]
+        assert rerun["hyperparameters"] == {"learning_rate": LR_FULL, "momentum": MOM_FULL}
+        assert rerun["problem_settings"] == {"batch_size": 128, "num_epochs": N, "hessian_draw": draw}
+        assert rerun["issues"] == [] and rerun["seed"] == seed and rerun["schedule"] == "constant"
+        assert json.loads(row["problem_settings"])["hessian_draw"] == draw
+        assert spec["hessian_draw"] == {"draw": draw, "searched": import_cv.DRAWS_SEARCHED}
+    # Infinity after divergence, the rest padded: diverged, draw found from epoch 0, schedule checked
+    row, spec = _spec(runs, "cosine", 42)
+    assert row["status"] == "diverged" and row["epochs_completed"] == 2
+    assert spec["rerun"]["problem_settings"]["hessian_draw"] == 5 and spec["rerun"]["issues"] == []
+    # no draw matched: recorded as such
+    row, spec = _spec(runs, "cosine", 43)
+    assert json.loads(row["problem_settings"])["hessian_draw"] is None
+    assert spec["rerun"]["problem_settings"]["hessian_draw"] is None
+    assert len(spec["rerun"]["issues"]) == 1 and "no Hessian draw" in spec["rerun"]["issues"][0]
+    # not our schedule's factors, a flag we do not implement, a key we do not have
+    _, spec = _spec(runs, "trapezoidal", 42)
+    issues = " | ".join(spec["rerun"]["issues"])
+    assert "use_nesterov=True" in issues and "frobnicate=3" in issues
+    assert "differ from our trapezoidal schedule's (epoch 1: 0.5 vs " in issues
+
+
+def test_published_factors_hold_until_the_next_listed_epoch() -> None:
+    assert import_cv._factors({"lr_sched_epochs": [2, 4], "lr_sched_factors": [0.5, 0.25]}, 5) == (
+        [1.0, 0.5, 0.5, 0.25, 0.25], None)
+    assert import_cv._factors({"lr_sched_epochs": None, "lr_sched_factors": []}, 3) == (None, None)
+    assert import_cv._factors({"lr_sched_epochs": [1], "lr_sched_factors": None}, 3)[1] is not None

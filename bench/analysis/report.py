@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.analysis import figures, tables, verdict
+from bench.analysis import agreement, figures, tables, verdict
 from bench.analysis.compare import compare
 from bench.analysis.coverage import Coverage, coverage
 from bench.analysis.curves import read_curves
@@ -153,6 +153,8 @@ def build(results_dir: str | Path, out: str | Path | None = None, *, compare_wit
         if compare_with is not None:
             other = load(compare_with, diverged=diverged, source=compare_source, selection=selection)
             doc.timed("comparison", _comparison, res, main, other, fig_dir)
+    if agreement.available(results_dir):
+        doc.timed("agreement", agreement.section, results_dir, fig_dir)
     return _finish(doc)
 
 
