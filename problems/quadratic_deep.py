@@ -37,14 +37,27 @@ def _random_rotation(dim: int, rng: np.random.RandomState) -> np.ndarray:
     return -rot
 
 
+_STREAM_STATES: list[tuple] = []  # _STREAM_STATES[k]: the stream's state just before draw k (k = 0, 1, ...)
+
+
 @lru_cache(maxsize=8)
 def hessian(draw: int = 0) -> np.ndarray:
-    """The ``draw``-th Hessian of the module-level ``RandomState(42)`` stream (float64, as TF built it)."""
-    rng = np.random.RandomState(42)
-    for _ in range(draw + 1):
+    """The ``draw``-th Hessian of the module-level ``RandomState(42)`` stream (float64, as TF built it).
+
+    The stream's state before each draw is kept, so draw k costs one draw once the draws before it were made (the
+    importer matches published runs against hundreds of draws).
+    """
+    if not _STREAM_STATES:
+        _STREAM_STATES.append(np.random.RandomState(42).get_state())
+    start = min(draw, len(_STREAM_STATES) - 1)
+    rng = np.random.RandomState()
+    rng.set_state(_STREAM_STATES[start])
+    for k in range(start, draw + 1):
         eig = np.concatenate((rng.uniform(0.0, 1.0, 90), rng.uniform(30.0, 60.0, 10)))
         rot = _random_rotation(DIM, rng)
         h = np.matmul(np.transpose(rot), np.matmul(np.diag(eig), rot))
+        if k + 1 == len(_STREAM_STATES):
+            _STREAM_STATES.append(rng.get_state())
     return h
 
 
