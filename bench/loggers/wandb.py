@@ -1,0 +1,617 @@
+"""``logger=wandb``: every run live in Weights & Biases — without ever failing or slowing it.
+
+The observer (``bench.observers`` hook) only *enqueues*: one writer thread per process does every wandb call, so
+the training loop never waits for wandb (not for ``wandb-core``'s start, not for an online ``init`` on a node without
+network, not for an upload). ``import wandb`` happens in that thread, and only with ``logger=wandb``.
+
+* **Modes** ``logger.mode=offline`` (default: ``<dir>/wandb/offline-run-*``, upload later with ``valley-wandb
+  sync``), ``online``, ``disabled`` (no observer at all: nothing imported, nothing written). Online first probes
+  the server (a short HTTP request); an unreachable server, an ``init`` that fails or times out
+  (``logger.init_timeout_s``), or any later W&B error becomes *one* warning and the process degrades
+  online → offline → disabled. A run whose online ``init`` failed is written offline under the same id once no
+  other run of the process is open (wandb-core keeps a failed stream's id; it is restarted first), so nothing is
+  lost. Parquet stays the source of truth: ``valley-wandb export`` fills any gap.
+* **Resume.** W&B id = ``run_id``, ``resume="allow"``: a resumed run continues the same W&B run. Each process
+  segment is self-contained: a resumed run first re-logs the restored epochs (< ``start_epoch``, from the
+  checkpoint's curves, bit-identical) and then its own, so its offline run is complete even when the previous
+  segment died by SIGKILL before wandb flushed; the server drops steps it already has.
+* **Stops.** ``on_stop`` (SIGTERM/USR2 turned into SystemExit, Ctrl-C, a data error, a pruned trial) finishes the
+  W&B run at once (preempting runs are marked so) and waits for that, bounded; a run that raised gets its summary
+  from the ``failed`` record that follows. At exit, the process waits (bounded) until every W&B run is finished.
+* **Quiet.** No console capture, no system metrics, no git/metadata/requirements probes, ``silent``; the
+  transaction log is flushed every ``logger.flush_s`` (wandb's default is 15 s); online uploads wait at most
+  ``logger.finish_timeout_s`` at ``finish`` (the ``.wandb`` file keeps everything for ``valley-wandb sync``).
+
+Many runs may be open at once in one process (cohorts, tuning workers): ``reinit="create_new"``. Every run written
+is appended to the ledger (``payload.Ledger``) with its content fingerprint, so an export skips it.
+"""
+from __future__ import annotations
+
+import atexit
+import math
+import os
+import queue
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.loggers import payload
+from bench.observers import EpochInfo, Labels, RunStart
+from bench.secrets import redact
+from bench.spec import RunSpec
+
+MODES = ("offline", "online", "disabled")
+DEFAULTS: dict[str, Any] = {"mode": "offline", "project": None, "entity": None, "dir": None, "tags": [],
+                            "init_timeout_s": 20.0, "flush_s": 1.0, "finish_timeout_s": 30.0}
+KEYS = ("name", *DEFAULTS)
+# on_stop reasons after which no record follows (the run is going down or was stopped on purpose)
+FINAL_STOPS = {"StopRun", "SystemExit", "KeyboardInterrupt", "GeneratorExit", "DataError", "DataMissingError",
+               "ChecksumError", "DataFormatError"}
+MAX_BACKLOG = 200_000  # queued operations; beyond this, history rows are dropped (the ledger marks the run incomplete)
+
+
+# ----------------------------------------------------------------------------------------------- configuration
+def _number(key: str, value: Any, minimum: float) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < minimum:
+        return f"invalid logger.{key}={value!r}: must be a number >= {minimum:g}"
+    return None
+
+
+def check_value(key: str, value: Any) -> str | None:
+    """One line for a bad ``logger.<key>`` value of the wandb logger, else None."""
+    if key not in DEFAULTS and key != "name":
+        return f"unknown setting 'logger.{key}' for logger wandb; valid: {', '.join('logger.' + k for k in DEFAULTS)}"
+    if key == "name":
+        return None if value == "wandb" else f"invalid logger.name={value!r} for the wandb logger"
+    if key == "mode":
+        return None if value in MODES else f"unknown logger.mode {value!r}; valid: {', '.join(MODES)}"
+    if key in ("project", "entity", "dir"):
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            return f"invalid logger.{key}={value!r}: must be a non-empty string (or null: the default)"
+        if key == "project" and isinstance(value, str) and any(c in value for c in "/\\#?%:"):
+            return f"invalid logger.project={value!r}: W&B project names cannot contain / \\ # ? % :"
+        if key == "entity" and isinstance(value, str) and any(c in value for c in "/\\#?%: "):
+            return f"invalid logger.entity={value!r}: not a W&B entity name"
+        return None
+    if key == "tags":
+        return payload.check_tags(value)
+    if key in ("init_timeout_s", "finish_timeout_s"):
+        return _number(key, value, 1)
+    if key == "flush_s":
+        return _number(key, value, 0.05)
+    return None
+
+
+def check_block(block: Mapping[str, Any]) -> str | None:
+    """One line for the first problem of a composed ``logger`` block (unknown key, bad mode, bad tags, …), or None."""
+    if not isinstance(block, Mapping):
+        return "logger must be chosen from conf/logger (logger=none|wandb)"
+    for key, value in block.items():
+        error = check_value(str(key), value)
+        if error:
+            return error
+    return None
+
+
+def check_override(key: str, value: str) -> str | None:
+    """One line for a bad ``logger.<key>=…`` command-line override (every value of a sweep), else None."""
+    import yaml
+
+    sub = key.lstrip("+~").partition(".")[2]
+    raws = [value] if sub == "tags" or value.strip().startswith("[") else [v for v in value.split(",")]
+    for raw in raws:
+        try:
+            parsed = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            parsed = raw
+        if sub == "tags" and isinstance(parsed, str):
+            parsed = [parsed]
+        error = check_value(sub, parsed)
+        if error:
+            return error
+    return None
+
+
+@dataclass(frozen=True)
+class WandbSettings:
+    """The validated ``logger`` block (plain data: it travels to tuning workers)."""
+
+    mode: str = "offline"
+    project: str | None = None  # None: valley-<problem>; "{problem}" is replaced
+    entity: str | None = None
+    dir: str = "results"  # wandb writes <dir>/wandb/; its cache and staging dirs are <dir>/wandb/.cache, .data
+    tags: tuple[str, ...] = ()
+    init_timeout_s: float = 20.0
+    flush_s: float = 1.0
+    finish_timeout_s: float = 30.0
+
+    @property
+    def wandb_dir(self) -> Path:
+        return Path(self.dir) / "wandb"
+
+    def project_for(self, problem: str) -> str:
+        return payload.project_for(self.project, problem)
+
+
+def settings_from_block(block: Mapping[str, Any], cfg: Mapping[str, Any] | None = None) -> WandbSettings:
+    """Validate ``block`` (raises a one-line ValueError) and resolve its defaults against the composed config."""
+    error = check_block(block)
+    if error:
+        raise ValueError(error)
+    values = {**DEFAULTS, **{k: v for k, v in block.items() if k != "name"}}
+    results_dir = str((cfg or {}).get("results_dir", "results"))
+    return WandbSettings(mode=values["mode"], project=values["project"], entity=values["entity"],
+                         dir=str(Path(values["dir"] or results_dir).expanduser().absolute()),
+                         tags=tuple(values["tags"] or ()), init_timeout_s=float(values["init_timeout_s"]),
+                         flush_s=float(values["flush_s"]), finish_timeout_s=float(values["finish_timeout_s"]))
+
+
+@dataclass(frozen=True)
+class WandbFactory:
+    """Picklable per-run observer factory (``bench.observers.ObserverFactory``)."""
+
+    settings: WandbSettings
+
+    def __call__(self, spec: RunSpec, labels: Labels) -> list[Any]:
+        if self.settings.mode == "disabled":
+            return []
+        return [WandbObserver(self.settings, spec, labels)]
+
+
+def factory_from_config(block: Mapping[str, Any], cfg: Mapping[str, Any]) -> WandbFactory:
+    """The ``logger=wandb`` factory of a composed config; a bad block raises a one-line ValueError."""
+    return WandbFactory(settings_from_block(block, cfg))
+
+
+# ----------------------------------------------------------------------------------------------- the writer
+@dataclass
+class RunHandle:
+    """One W&B run as the writer thread sees it. ``ops`` are kept until finish, to re-write the run elsewhere."""
+
+    settings: WandbSettings
+    init: dict[str, Any]  # wandb.init keyword arguments (id, project, entity, name, group, job_type, tags, config)
+    ops: list[tuple[Any, ...]] = field(default_factory=list)
+    run: Any = None
+    state: str = "new"  # new | open | deferred | finished | dead
+    mode: str | None = None
+    poisoned: bool = False  # its id is held by a failed online stream of this process's wandb-core
+    lossy: bool = False
+    done: threading.Event = field(default_factory=threading.Event)
+    soft_stop: str | None = None
+
+    @property
+    def id(self) -> str:
+        return self.init["id"]
+
+
+class Writer:
+    """The process's W&B writer thread: it owns every wandb object, applies operations in order, degrades on error."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.q: queue.Queue[tuple[Any, ...]] = queue.Queue()
+        self.floor = "online"  # the best mode still allowed in this process: online > offline > disabled
+        self.warned: set[str] = set()
+        self.open: dict[int, RunHandle] = {}
+        self.deferred: list[RunHandle] = []
+        self.wandb: Any = None
+        self.probe: tuple[float, str | None] | None = None
+        self.thread = threading.Thread(target=self._loop, name="valley-wandb", daemon=True)
+        self.thread.start()
+
+    # --------------------------------------------------------------------------------------- the calling side
+    def submit(self, *op: Any) -> None:
+        if op[0] == "start":
+            _atexit_on_top()  # the process must not end before its W&B runs are finished
+        if op[0] == "log" and self.q.qsize() > MAX_BACKLOG:
+            op[1].lossy = True
+            self.warn("backlog", f"W&B falls behind ({MAX_BACKLOG} operations queued); history rows are dropped "
+                                 "(fill W&B later with valley-wandb export)")
+            return
+        self.q.put(op)
+
+    def barrier(self, timeout: float) -> bool:
+        event = threading.Event()
+        self.q.put(("barrier", event))
+        return event.wait(timeout)
+
+    def drain(self, timeout: float) -> bool:
+        """Finish every W&B run of this process (runs never ended are closed as stopped), bounded by ``timeout``."""
+        event = threading.Event()
+        self.q.put(("drain", event))
+        ok = event.wait(timeout)
+        if not ok:
+            self.warn("drain", f"W&B: gave up waiting after {timeout:.0f} s at exit; some W&B runs may be incomplete "
+                               "(fill them with valley-wandb export)")
+        return ok
+
+    def warn(self, key: str, message: str) -> None:
+        if key in self.warned:
+            return
+        self.warned.add(key)
+        print(f"valley: warning: {redact(' '.join(str(message).split()))[:400]}", file=sys.stderr, flush=True)
+
+    # --------------------------------------------------------------------------------------- the thread
+    def _loop(self) -> None:
+        while True:
+            op = self.q.get()
+            try:
+                self._apply(op)
+            except Exception as err:  # noqa: BLE001 - the writer never dies
+                self.warn("internal", f"W&B writer error ({type(err).__name__}: {err}); W&B logging continues")
+            if not self.open and self.deferred and op[0] in ("start", "finish", "drain", "barrier"):
+                self._reopen_deferred()
+            if op[0] == "drain":
+                self._drain_rest()
+                op[1].set()
+
+    def _apply(self, op: tuple[Any, ...]) -> None:
+        kind = op[0]
+        if kind in ("barrier", "drain"):
+            if kind == "barrier":
+                op[1].set()
+            return
+        handle: RunHandle = op[1]
+        if kind == "start":
+            self._open(handle)
+            return
+        if handle.state in ("finished", "dead"):
+            if kind == "finish":
+                handle.done.set()
+            return
+        handle.ops.append(op)
+        if handle.state == "deferred":
+            if kind == "finish" and self.floor == "disabled":
+                self._kill(handle)
+            return
+        self._do(handle, op)
+
+    def _do(self, handle: RunHandle, op: tuple[Any, ...]) -> None:
+        kind = op[0]
+        try:
+            if kind == "log":
+                handle.run.log(op[2], step=op[3], commit=True)
+            elif kind == "summary":
+                handle.run.summary.update(op[2])
+            elif kind == "table":
+                table = self.wandb.Table(columns=list(op[3]), data=[list(r) for r in op[4]])
+                handle.run.log({op[2]: table}, commit=True)
+            elif kind == "preempt":
+                handle.run.mark_preempting()
+            elif kind == "soft_stop":
+                handle.soft_stop = op[2]
+            elif kind == "finish":
+                self._finish(handle, op[2], op[3])
+        except Exception as err:  # noqa: BLE001 - degrade, keep the run's operations to write it elsewhere
+            self._failed(handle, err)
+
+    def _settings(self, mode: str, s: WandbSettings) -> Any:
+        return self.wandb.Settings(
+            console="off", x_disable_stats=True, x_disable_meta=True, x_disable_machine_info=True, disable_git=True,
+            disable_code=True, save_code=False, x_save_requirements=False, disable_job_creation=True, silent=True,
+            show_info=False, show_warnings=False, label_disable=True, init_timeout=s.init_timeout_s,
+            finish_timeout=s.finish_timeout_s if mode == "online" else 0.0, finish_timeout_raises=mode == "online",
+            x_transaction_log_flush_interval=s.flush_s)
+
+    def _import(self, s: WandbSettings) -> bool:
+        if self.wandb is not None:
+            return True
+        base = s.wandb_dir
+        os.environ.pop("WANDB_SERVICE", None)  # inherited from a parent process: use a wandb-core of our own
+        os.environ.setdefault("WANDB_SILENT", "true")
+        os.environ.setdefault("WANDB_CACHE_DIR", str(base / ".cache"))
+        os.environ.setdefault("WANDB_DATA_DIR", str(base / ".data"))
+        os.environ.setdefault("WANDB_ARTIFACT_DIR", str(base / ".artifacts"))
+        try:
+            import wandb
+        except Exception as err:  # noqa: BLE001 - not installed or broken
+            self.floor = "disabled"
+            self.warn("import", f"W&B unavailable ({type(err).__name__}: {err}); runs are not logged to W&B "
+                                "(pip install wandb; fill W&B later with valley-wandb export)")
+            return False
+        self.wandb = wandb
+        return True
+
+    def _probe(self, timeout: float) -> str | None:
+        """Why the W&B server cannot be reached (one short HTTP request, cached for 5 minutes), or None."""
+        now = time.monotonic()
+        if self.probe is not None and now - self.probe[0] < 300:
+            return self.probe[1]
+        import urllib.error
+        import urllib.request
+
+        try:
+            base = str(self.wandb.Settings().base_url).rstrip("/")
+        except Exception:  # noqa: BLE001
+            base = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").rstrip("/")
+        why = None
+        try:
+            with urllib.request.urlopen(urllib.request.Request(base + "/healthz", method="GET"), timeout=timeout):
+                pass
+        except urllib.error.HTTPError:
+            pass  # the server answered
+        except Exception as err:  # noqa: BLE001 - refused, no route, DNS, timeout, TLS, ...
+            reason = getattr(err, "reason", err)
+            why = f"{base} unreachable ({'timed out' if isinstance(reason, TimeoutError) else reason})"
+        self.probe = (now, why)
+        return why
+
+    def _open(self, handle: RunHandle) -> None:
+        s = handle.settings
+        if self.floor == "disabled" or not self._import(s):
+            self._kill(handle)
+            return
+        mode = "online" if s.mode == "online" and self.floor == "online" else "offline"
+        if mode == "online":
+            why = self._probe(min(5.0, s.init_timeout_s))
+            if why is not None:
+                self._lower("offline", "online", f"W&B online mode: {why}; runs are logged offline (upload them "
+                                                 "later with valley-wandb sync)")
+                mode = "offline"
+        try:
+            s.wandb_dir.mkdir(parents=True, exist_ok=True)
+            handle.run = self.wandb.init(**handle.init, dir=s.dir, mode=mode, resume="allow", reinit="create_new",
+                                         settings=self._settings(mode, s))
+        except Exception as err:  # noqa: BLE001
+            if mode == "online":
+                self._lower("offline", "online", f"W&B online init failed ({type(err).__name__}: {err}); runs are "
+                                                 "logged offline (upload them later with valley-wandb sync)")
+                handle.poisoned = True
+                self._defer(handle)
+            else:
+                self._lower("disabled", "offline", f"W&B failed ({type(err).__name__}: {err}); W&B logging is off "
+                                                   "for this process (fill W&B later with valley-wandb export)")
+                self._kill(handle)
+            return
+        handle.state, handle.mode = "open", mode
+        self.open[id(handle)] = handle
+        _atexit_on_top()  # after wandb-core's own exit hook (registered at its start), so that ours runs first
+
+    def _lower(self, floor: str, key: str, message: str) -> None:
+        order = {"online": 2, "offline": 1, "disabled": 0}
+        if order[floor] < order[self.floor]:
+            self.floor = floor
+        self.warn(key, message)
+
+    def _defer(self, handle: RunHandle) -> None:
+        self.open.pop(id(handle), None)
+        handle.run, handle.state = None, "deferred"
+        if self.floor == "disabled":
+            self._kill(handle)
+        elif handle not in self.deferred:
+            self.deferred.append(handle)
+
+    def _kill(self, handle: RunHandle) -> None:
+        self.open.pop(id(handle), None)
+        if handle in self.deferred:
+            self.deferred.remove(handle)
+        handle.run, handle.state, handle.ops = None, "dead", []
+        handle.done.set()
+
+    def _failed(self, handle: RunHandle, err: BaseException) -> None:
+        """A W&B call of an open run raised: lower the floor, write the run again (from its operations) elsewhere."""
+        if handle.mode == "online":
+            self._lower("offline", "online", f"W&B online logging failed ({type(err).__name__}: {err}); runs are "
+                                             "logged offline (upload them later with valley-wandb sync)")
+            handle.poisoned = True
+        else:
+            self._lower("disabled", "offline", f"W&B failed ({type(err).__name__}: {err}); W&B logging is off for "
+                                               "this process (fill W&B later with valley-wandb export)")
+        try:
+            handle.run.finish(exit_code=1)
+        except Exception:  # noqa: BLE001
+            pass
+        self._defer(handle)
+
+    def _reopen_deferred(self) -> None:
+        """Write deferred runs offline (a quiet moment: no run open). wandb-core keeps the id of a failed online
+        stream, so it is restarted first."""
+        if self.floor == "disabled":
+            for handle in list(self.deferred):
+                self._kill(handle)
+            return
+        if any(h.poisoned for h in self.deferred):
+            try:
+                self.wandb.teardown()
+            except Exception:  # noqa: BLE001
+                pass
+        for handle in list(self.deferred):
+            self.deferred.remove(handle)
+            ops, handle.ops, handle.poisoned = handle.ops, [], False
+            self._open(handle)
+            for op in ops:
+                self._apply(op)
+
+    def _finish(self, handle: RunHandle, exit_code: int, ledger_entry: Callable[[], dict[str, Any]] | None) -> None:
+        mode, run = handle.mode, handle.run
+        run_dir = getattr(getattr(run, "settings", None), "sync_dir", None)
+        timed_out = False
+        try:
+            run.finish(exit_code=exit_code)
+        except TimeoutError:
+            timed_out = True  # online upload incomplete: the .wandb file has everything (valley-wandb sync)
+            self.warn("finish", f"W&B upload did not finish within {handle.settings.finish_timeout_s:g} s; the data "
+                                "is kept locally (upload it with valley-wandb sync)")
+        self.open.pop(id(handle), None)
+        handle.state, handle.run, handle.ops = "finished", None, []
+        if ledger_entry is not None:
+            try:
+                entry = ledger_entry()
+                s = handle.settings
+                ledger = payload.Ledger(s.wandb_dir)
+                ledger.append([{**entry, "mode": mode, "dir": ledger.relative(run_dir) if run_dir else None,
+                                "complete": not handle.lossy, "synced": mode == "online" and not timed_out}])
+            except Exception as err:  # noqa: BLE001
+                self.warn("ledger", f"W&B ledger not written ({type(err).__name__}: {err}); a later export "
+                                    "re-writes these runs")
+        handle.done.set()
+
+    def _drain_rest(self) -> None:
+        for handle in list(self.open.values()):
+            summary = {"status": "stopped", "stop_reason": handle.soft_stop or "process exit"}
+            self._do(handle, ("summary", handle, summary))
+            if handle.state == "open":
+                self._do(handle, ("finish", handle, 1, None))
+        if self.deferred:
+            self._reopen_deferred()
+            for handle in list(self.open.values()):
+                if handle.state == "open":
+                    self._do(handle, ("finish", handle, 1, None))
+
+
+_WRITER: Writer | None = None
+_WRITER_LOCK = threading.Lock()
+_DRAIN_TIMEOUT = [60.0]
+
+
+def writer() -> Writer:
+    """This process's writer (a new one after a fork)."""
+    global _WRITER
+    with _WRITER_LOCK:
+        if _WRITER is None or _WRITER.pid != os.getpid():
+            _WRITER = Writer()
+        return _WRITER
+
+
+_ATEXIT_LOCK = threading.Lock()
+
+
+def _atexit_on_top() -> None:
+    """(Re-)register the exit drain as the newest exit hook: atexit runs hooks newest first, and wandb registers its
+    service teardown when wandb-core starts (in the writer thread, possibly after our first registration)."""
+    with _ATEXIT_LOCK:
+        atexit.unregister(_drain_at_exit)
+        atexit.register(_drain_at_exit)
+
+
+def _drain_at_exit() -> None:
+    if _WRITER is not None and _WRITER.pid == os.getpid():
+        _WRITER.drain(_DRAIN_TIMEOUT[0])
+
+
+def _note_timeouts(s: WandbSettings) -> None:
+    need = (s.init_timeout_s + 10.0 if s.mode == "online" else 0.0) + s.finish_timeout_s + 10.0
+    _DRAIN_TIMEOUT[0] = max(_DRAIN_TIMEOUT[0], need)
+
+
+# ----------------------------------------------------------------------------------------------- the observer
+class WandbObserver:
+    """One run's W&B observer (``bench.observers.RunObserver``). Every method only enqueues and never raises."""
+
+    def __init__(self, settings: WandbSettings, spec: RunSpec, labels: Labels | None) -> None:
+        self.settings, self.spec = settings, spec
+        self.labels = {k: list(v) for k, v in (labels or {}).items()}
+        self.handle: RunHandle | None = None
+        self.start_epoch = 0
+        self.curves: list[tuple[int, str, str, float]] = []
+        self.restored: list[tuple[int, str, str, float]] = []
+        self.backfill_pending = False
+        self.last_epoch: int | None = None
+        self.ended = False
+
+    def _guard(self, fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except Exception as err:  # noqa: BLE001 - a logger never fails a run
+            try:
+                writer().warn("observer", f"W&B logger error ({type(err).__name__}: {err}); the run continues")
+            except Exception:  # noqa: BLE001
+                pass
+
+    def on_start(self, start: RunStart) -> None:
+        self._guard(lambda: self._start(start))
+
+    def _start(self, start: RunStart) -> None:
+        spec, s = self.spec, self.settings
+        _note_timeouts(s)
+        self.start_epoch = int(start.start_epoch)
+        if self.start_epoch > 0:
+            self.restored = [tuple(c) for c in start.curves if int(c[0]) < self.start_epoch]  # type: ignore[misc]
+            self.curves = list(self.restored)
+            self.backfill_pending = bool(self.restored)
+        init = {"id": spec.run_id, "project": s.project_for(spec.problem), "entity": s.entity,
+                "name": payload.run_name(spec.problem, spec.optimizer, spec.schedule, spec.seed),
+                "group": payload.run_group(spec.problem, spec.optimizer, spec.schedule), "job_type": "train",
+                "tags": payload.tags_for(self.labels, "valley", s.tags),
+                "config": payload.config_from_spec(spec.canonical(), spec.run_id)}
+        self.handle = RunHandle(settings=s, init=init)
+        writer().submit("start", self.handle)
+
+    def _backfill(self, steps_per_epoch: int | None) -> None:
+        """Re-log the epochs restored from the checkpoint, so this segment's W&B run is complete by itself."""
+        self.backfill_pending = False
+        spec = self.spec
+        fake = {"schedule": spec.schedule, "schedule_settings": dict(spec.schedule_settings),
+                "num_epochs": spec.num_epochs, "metric": None, "epochs_completed": 1, "steps": steps_per_epoch}
+        metrics_seen = {m for _, _, m, _ in self.restored}
+        fake["metric"] = "accuracy" if "accuracy" in metrics_seen else "loss"
+        factors = payload.lr_factors(fake, self.restored)
+        w = writer()
+        for row in payload.history_rows(self.restored, factors, steps_per_epoch):
+            w.submit("log", self.handle, row, row["epoch"])
+
+    def on_epoch(self, epoch: int, metrics: Any, info: EpochInfo) -> None:
+        self._guard(lambda: self._epoch(epoch, metrics, info))
+
+    def _epoch(self, epoch: int, metrics: Any, info: EpochInfo) -> None:
+        if self.handle is None or epoch < self.start_epoch:
+            return
+        if self.backfill_pending:
+            self._backfill(info.steps // epoch if epoch > 0 and info.steps is not None else None)
+        for split, values in metrics.items():
+            self.curves.extend((epoch, split, m, v) for m, v in values.items())
+        self.last_epoch = epoch
+        writer().submit("log", self.handle, payload.epoch_row(epoch, metrics, info.lr_factor, info.steps), epoch)
+
+    def on_checkpoint(self, epoch: int) -> None:
+        # Nothing to wait for: rows are already queued in order, wandb-core flushes its file every flush_s, and a
+        # resumed segment re-logs the restored epochs anyway.
+        pass
+
+    def on_end(self, record: Mapping[str, Any]) -> None:
+        self._guard(lambda: self._end(record))
+
+    def _end(self, record: Mapping[str, Any]) -> None:
+        if self.handle is None or self.ended:
+            return
+        self.ended = True
+        if self.backfill_pending:
+            self._backfill(payload.steps_per_epoch(record))
+        handle, s, curves, rec = self.handle, self.settings, list(self.curves), dict(record)
+        w = writer()
+        w.submit("summary", handle, payload.summary_from_record(rec))
+
+        def entry() -> dict[str, Any]:
+            init = handle.init
+            return {"key": payload.Ledger.key(init["project"], init["entity"], init["id"]), "id": init["id"],
+                    "project": init["project"], "entity": init["entity"], "kind": "run",
+                    "fp": payload.run_fingerprint(rec, curves), "tags": init["tags"], "by": "live"}
+
+        w.submit("finish", handle, 1 if rec.get("status") == "failed" else 0, entry)
+
+    def on_stop(self, reason: str) -> None:
+        try:
+            self._stop(reason)
+        except Exception:  # noqa: BLE001 - never raise from a run that is going down
+            pass
+
+    def _stop(self, reason: str) -> None:
+        if self.handle is None or self.ended:
+            return
+        w = writer()
+        if reason not in FINAL_STOPS:  # a run that raised: its failed record follows (on_end)
+            w.submit("soft_stop", self.handle, reason)
+            return
+        self.ended = True
+        pruned = reason == "StopRun"
+        if reason == "SystemExit":
+            w.submit("preempt", self.handle)
+        w.submit("summary", self.handle, {"status": "pruned" if pruned else "stopped", "stop_reason": reason,
+                                          "last_epoch": self.last_epoch})
+        w.submit("finish", self.handle, 0 if pruned else 1, None)
+        if not pruned:  # the process is going down: let the W&B run close (bounded)
+            self.handle.done.wait(min(10.0, self.settings.finish_timeout_s + 2.0))
