@@ -149,6 +149,12 @@ def check_jobs(jobs: list[list[str]]) -> str | None:
 
 
 def main() -> None:
+    from bench.secrets import scrub_argv
+
+    try:  # a database password never reaches Hydra (its .hydra files, its error lines): it moves to the environment
+        sys.argv[1:] = scrub_argv(sys.argv[1:])
+    except ValueError as err:
+        fail(str(err))
     argv = sys.argv[1:]
     error = precheck(argv)
     if error:
