@@ -170,7 +170,7 @@ def factory_from_config(block: Mapping[str, Any], cfg: Mapping[str, Any]) -> Wan
 # ----------------------------------------------------------------------------------------------- the writer
 @dataclass
 class RunHandle:
-    """One W&B run as the writer thread sees it. ``ops`` are kept until finish, to re-write the run elsewhere."""
+    """One W&B run as the writer sees it. ``ops`` are kept until finish, to write the run again elsewhere."""
 
     settings: WandbSettings
     init: dict[str, Any]  # wandb.init keyword arguments (id, project, entity, name, group, job_type, tags, config)
@@ -180,52 +180,61 @@ class RunHandle:
     mode: str | None = None
     poisoned: bool = False  # its id is held by a failed online stream of this process's wandb-core
     lossy: bool = False
-    done: threading.Event = field(default_factory=threading.Event)
     soft_stop: str | None = None
-
-    @property
-    def id(self) -> str:
-        return self.init["id"]
 
 
 class Writer:
-    """The process's W&B writer thread: it owns every wandb object, applies operations in order, degrades on error."""
+    """Owns every wandb object of a process and applies operations in order in one thread; degrades on error.
 
-    def __init__(self) -> None:
+    The API is by handle id (``start``, ``send``, ``barrier``, ``wait_done``, ``drain``) so that the same calls work
+    in-process (the exporter) and through :class:`Remote` (the live logger's child process). ``on_done(hid, ok)``
+    is called once a run is finished (ok) or given up.
+    """
+
+    def __init__(self, on_done: Callable[[int, bool], None] | None = None) -> None:
         self.pid = os.getpid()
         self.q: queue.Queue[tuple[Any, ...]] = queue.Queue()
         self.floor = "online"  # the best mode still allowed in this process: online > offline > disabled
         self.warned: set[str] = set()
+        self.handles: dict[int, RunHandle] = {}
         self.open: dict[int, RunHandle] = {}
         self.deferred: list[RunHandle] = []
+        self.done: dict[int, threading.Event] = {}
+        self.on_done = on_done
         self.wandb: Any = None
         self.probe: tuple[float, str | None] | None = None
         self.thread = threading.Thread(target=self._loop, name="valley-wandb", daemon=True)
         self.thread.start()
 
     # --------------------------------------------------------------------------------------- the calling side
-    def submit(self, *op: Any) -> None:
-        if op[0] == "start":
-            _atexit_on_top()  # the process must not end before its W&B runs are finished
-        if op[0] == "log" and self.q.qsize() > MAX_BACKLOG:
-            op[1].lossy = True
+    def start(self, hid: int, settings: WandbSettings, init: dict[str, Any]) -> None:
+        self.done[hid] = threading.Event()
+        self.q.put(("start", hid, settings, init))
+
+    def send(self, kind: str, hid: int, *args: Any) -> None:
+        if kind == "log" and self.q.qsize() > MAX_BACKLOG:
+            self.q.put(("lossy", hid))
             self.warn("backlog", f"W&B falls behind ({MAX_BACKLOG} operations queued); history rows are dropped "
                                  "(fill W&B later with valley-wandb export)")
             return
-        self.q.put(op)
+        self.q.put((kind, hid, *args))
 
     def barrier(self, timeout: float) -> bool:
         event = threading.Event()
         self.q.put(("barrier", event))
         return event.wait(timeout)
 
+    def wait_done(self, hid: int, timeout: float) -> bool:
+        event = self.done.get(hid)
+        return event is None or event.wait(timeout)
+
     def drain(self, timeout: float) -> bool:
-        """Finish every W&B run of this process (runs never ended are closed as stopped), bounded by ``timeout``."""
+        """Finish every W&B run (runs never ended are closed as stopped), bounded by ``timeout``."""
         event = threading.Event()
         self.q.put(("drain", event))
         ok = event.wait(timeout)
         if not ok:
-            self.warn("drain", f"W&B: gave up waiting after {timeout:.0f} s at exit; some W&B runs may be incomplete "
+            self.warn("drain", f"W&B: gave up waiting after {timeout:.0f} s; some W&B runs may be incomplete "
                                "(fill them with valley-wandb export)")
         return ok
 
@@ -240,28 +249,35 @@ class Writer:
         while True:
             op = self.q.get()
             try:
-                self._apply(op)
+                self._dispatch(op)
             except Exception as err:  # noqa: BLE001 - the writer never dies
                 self.warn("internal", f"W&B writer error ({type(err).__name__}: {err}); W&B logging continues")
             if not self.open and self.deferred and op[0] in ("start", "finish", "drain", "barrier"):
                 self._reopen_deferred()
             if op[0] == "drain":
                 self._drain_rest()
+            if op[0] in ("barrier", "drain"):
                 op[1].set()
 
-    def _apply(self, op: tuple[Any, ...]) -> None:
+    def _dispatch(self, op: tuple[Any, ...]) -> None:
         kind = op[0]
         if kind in ("barrier", "drain"):
-            if kind == "barrier":
-                op[1].set()
             return
-        handle: RunHandle = op[1]
         if kind == "start":
+            handle = self.handles[op[1]] = RunHandle(settings=op[2], init=dict(op[3]))
             self._open(handle)
             return
+        handle = self.handles.get(op[1])
+        if handle is None:
+            return
+        if kind == "lossy":
+            handle.lossy = True
+            return
+        self._apply(handle, op)
+
+    def _apply(self, handle: RunHandle, op: tuple[Any, ...]) -> None:
+        kind = op[0]
         if handle.state in ("finished", "dead"):
-            if kind == "finish":
-                handle.done.set()
             return
         handle.ops.append(op)
         if handle.state == "deferred":
@@ -369,7 +385,8 @@ class Writer:
             return
         handle.state, handle.mode = "open", mode
         self.open[id(handle)] = handle
-        _atexit_on_top()  # after wandb-core's own exit hook (registered at its start), so that ours runs first
+        if self is _WRITER:
+            _atexit_on_top()  # after wandb-core's own exit hook (registered at its start), so that ours runs first
 
     def _lower(self, floor: str, key: str, message: str) -> None:
         order = {"online": 2, "offline": 1, "disabled": 0}
@@ -385,12 +402,22 @@ class Writer:
         elif handle not in self.deferred:
             self.deferred.append(handle)
 
+    def _release(self, handle: RunHandle, ok: bool) -> None:
+        for hid, h in list(self.handles.items()):
+            if h is handle:
+                del self.handles[hid]
+                event = self.done.pop(hid, None)
+                if event is not None:
+                    event.set()
+                if self.on_done is not None:
+                    self.on_done(hid, ok)
+
     def _kill(self, handle: RunHandle) -> None:
         self.open.pop(id(handle), None)
         if handle in self.deferred:
             self.deferred.remove(handle)
         handle.run, handle.state, handle.ops = None, "dead", []
-        handle.done.set()
+        self._release(handle, False)
 
     def _failed(self, handle: RunHandle, err: BaseException) -> None:
         """A W&B call of an open run raised: lower the floor, write the run again (from its operations) elsewhere."""
@@ -424,9 +451,9 @@ class Writer:
             ops, handle.ops, handle.poisoned = handle.ops, [], False
             self._open(handle)
             for op in ops:
-                self._apply(op)
+                self._apply(handle, op)
 
-    def _finish(self, handle: RunHandle, exit_code: int, ledger_entry: Callable[[], dict[str, Any]] | None) -> None:
+    def _finish(self, handle: RunHandle, exit_code: int, entry: Any) -> None:
         mode, run = handle.mode, handle.run
         run_dir = getattr(getattr(run, "settings", None), "sync_dir", None)
         timed_out = False
@@ -438,43 +465,203 @@ class Writer:
                                 "is kept locally (upload it with valley-wandb sync)")
         self.open.pop(id(handle), None)
         handle.state, handle.run, handle.ops = "finished", None, []
-        if ledger_entry is not None:
+        if entry is not None:
             try:
-                entry = ledger_entry()
-                s = handle.settings
-                ledger = payload.Ledger(s.wandb_dir)
+                if isinstance(entry, tuple) and entry[0] == "live":  # computed here, off the training process
+                    _, record, curves = entry
+                    init = handle.init
+                    entry = {"key": payload.Ledger.key(init["project"], init["entity"], init["id"]), "id": init["id"],
+                             "project": init["project"], "entity": init["entity"], "kind": "run",
+                             "fp": payload.run_fingerprint(record, curves), "tags": init["tags"], "by": "live"}
+                ledger = payload.Ledger(handle.settings.wandb_dir)
                 ledger.append([{**entry, "mode": mode, "dir": ledger.relative(run_dir) if run_dir else None,
                                 "complete": not handle.lossy, "synced": mode == "online" and not timed_out}])
             except Exception as err:  # noqa: BLE001
                 self.warn("ledger", f"W&B ledger not written ({type(err).__name__}: {err}); a later export "
                                     "re-writes these runs")
-        handle.done.set()
+        self._release(handle, True)
 
     def _drain_rest(self) -> None:
         for handle in list(self.open.values()):
             summary = {"status": "stopped", "stop_reason": handle.soft_stop or "process exit"}
-            self._do(handle, ("summary", handle, summary))
+            self._do(handle, ("summary", 0, summary))
             if handle.state == "open":
-                self._do(handle, ("finish", handle, 1, None))
+                self._do(handle, ("finish", 0, 1, None))
         if self.deferred:
             self._reopen_deferred()
             for handle in list(self.open.values()):
                 if handle.state == "open":
-                    self._do(handle, ("finish", handle, 1, None))
+                    self._do(handle, ("finish", 0, 1, None))
 
 
-_WRITER: Writer | None = None
-_WRITER_LOCK = threading.Lock()
+class Remote:
+    """The live logger's writer in a child process (``python -m bench.loggers.wandb_serve``): the training process
+    only pickles small tuples onto a pipe from a sender thread, so wandb's Python work (~1 ms a history row) never
+    takes the training loop's GIL or time. The child finishes every open W&B run when the pipe closes — also when
+    this process is killed — and prints its own one-line warnings on the shared stderr."""
+
+    def __init__(self) -> None:
+        import subprocess
+
+        import bench
+
+        self.pid = os.getpid()
+        root = str(Path(bench.__file__).resolve().parent.parent)
+        env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        self.proc = subprocess.Popen([sys.executable, "-m", "bench.loggers.wandb_serve"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, env=env, close_fds=True)
+        self.q: queue.Queue[bytes | None] = queue.Queue()
+        self.acks: dict[int, threading.Event] = {}  # barrier / drain replies
+        self.done: dict[int, threading.Event] = {}  # runs finished (or given up) by the child
+        self.alive = True
+        self.warned: set[str] = set()
+        self._next = 0
+        self._lock = threading.Lock()
+        threading.Thread(target=self._send_loop, name="valley-wandb-send", daemon=True).start()
+        threading.Thread(target=self._recv_loop, name="valley-wandb-recv", daemon=True).start()
+
+    def _put(self, msg: tuple[Any, ...]) -> None:
+        import pickle
+
+        if self.alive:
+            self.q.put(pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL))
+
+    def _send_loop(self) -> None:
+        import struct
+
+        out = self.proc.stdin
+        while True:
+            data = self.q.get()
+            try:
+                if data is None:
+                    out.close()
+                    return
+                out.write(struct.pack("<I", len(data)) + data)
+                if self.q.empty():
+                    out.flush()
+            except (OSError, ValueError):
+                self._died()
+                return
+
+    def _recv_loop(self) -> None:
+        import pickle
+        import struct
+
+        inp = self.proc.stdout
+        while True:
+            head = inp.read(4)
+            if len(head) < 4:
+                self._died()
+                return
+            kind, key = pickle.loads(inp.read(struct.unpack("<I", head)[0]))
+            event = (self.acks if kind == "ack" else self.done).pop(key, None)
+            if event is not None:
+                event.set()
+
+    def _died(self) -> None:
+        if self.alive:
+            self.alive = False
+            for event in [*self.acks.values(), *self.done.values()]:
+                event.set()
+            if not getattr(self, "closing", False):
+                self.warn("child", "the W&B writer process stopped; runs are no longer logged to W&B (fill W&B "
+                                   "later with valley-wandb export)")
+
+    def _event(self) -> tuple[int, threading.Event]:
+        with self._lock:
+            self._next += 1
+            key = self._next
+        event = self.acks[key] = threading.Event()
+        return key, event
+
+    def warn(self, key: str, message: str) -> None:
+        if key not in self.warned:
+            self.warned.add(key)
+            print(f"valley: warning: {redact(' '.join(str(message).split()))[:400]}", file=sys.stderr, flush=True)
+
+    def start(self, hid: int, settings: WandbSettings, init: dict[str, Any]) -> None:
+        self.done[hid] = threading.Event()  # set when the child reports the run done
+        self._put(("start", hid, settings, init))
+
+    def send(self, kind: str, hid: int, *args: Any) -> None:
+        if kind == "log" and self.q.qsize() > MAX_BACKLOG:
+            self._put(("lossy", hid))
+            self.warn("backlog", f"W&B falls behind ({MAX_BACKLOG} operations queued); history rows are dropped "
+                                 "(fill W&B later with valley-wandb export)")
+            return
+        self._put((kind, hid, *args))
+
+    def barrier(self, timeout: float) -> bool:
+        key, event = self._event()
+        self._put(("barrier", key))
+        return event.wait(timeout) and self.alive
+
+    def wait_done(self, hid: int, timeout: float) -> bool:
+        event = self.done.get(hid)
+        return event is None or event.wait(timeout)
+
+    def drain(self, timeout: float) -> bool:
+        if not self.alive:
+            return False
+        key, event = self._event()
+        self._put(("drain", key))
+        ok = event.wait(timeout) and self.alive
+        if not ok:
+            self.warn("drain", f"W&B: gave up waiting after {timeout:.0f} s at exit; some W&B runs may be incomplete "
+                               "(fill them with valley-wandb export)")
+        return ok
+
+    def close(self, timeout: float) -> None:
+        self.closing = True
+        self.q.put(None)
+        try:
+            self.proc.wait(timeout)
+        except Exception:  # noqa: BLE001
+            self.proc.kill()
+
+
+_WRITER: Writer | None = None  # in-process writer (the exporter; the child process)
+_CLIENT: Remote | Writer | None = None  # what live observers talk to
+_LOCK = threading.Lock()
 _DRAIN_TIMEOUT = [60.0]
+_HID = [0]
 
 
 def writer() -> Writer:
-    """This process's writer (a new one after a fork)."""
+    """This process's in-process writer (a new one after a fork)."""
     global _WRITER
-    with _WRITER_LOCK:
+    with _LOCK:
         if _WRITER is None or _WRITER.pid != os.getpid():
             _WRITER = Writer()
         return _WRITER
+
+
+def client() -> Remote | Writer:
+    """What live observers talk to: the child-process writer (or, if it cannot start, the in-process one)."""
+    global _CLIENT
+    with _LOCK:
+        if _CLIENT is not None and _CLIENT.pid == os.getpid() and getattr(_CLIENT, "alive", True):
+            return _CLIENT
+        if os.environ.get("VALLEY_WANDB_INPROCESS") != "1":
+            try:
+                _CLIENT = Remote()
+            except Exception as err:  # noqa: BLE001
+                print(f"valley: warning: W&B writer process not started ({type(err).__name__}: {err}); W&B runs "
+                      "are written in this process", file=sys.stderr)
+                _CLIENT = None
+        if _CLIENT is None or _CLIENT.pid != os.getpid() or not getattr(_CLIENT, "alive", True):
+            _CLIENT = None
+    if _CLIENT is None:
+        _CLIENT = writer()
+    _atexit_on_top()
+    return _CLIENT
+
+
+def next_hid() -> int:
+    with _LOCK:
+        _HID[0] += 1
+        return _HID[0]
 
 
 _ATEXIT_LOCK = threading.Lock()
@@ -482,15 +669,28 @@ _ATEXIT_LOCK = threading.Lock()
 
 def _atexit_on_top() -> None:
     """(Re-)register the exit drain as the newest exit hook: atexit runs hooks newest first, and wandb registers its
-    service teardown when wandb-core starts (in the writer thread, possibly after our first registration)."""
+    service teardown when wandb-core starts (possibly after our first registration)."""
     with _ATEXIT_LOCK:
         atexit.unregister(_drain_at_exit)
         atexit.register(_drain_at_exit)
 
 
 def _drain_at_exit() -> None:
+    if isinstance(_CLIENT, Remote) and _CLIENT.pid == os.getpid():
+        _CLIENT.drain(_DRAIN_TIMEOUT[0])
+        _CLIENT.close(10.0)
     if _WRITER is not None and _WRITER.pid == os.getpid():
         _WRITER.drain(_DRAIN_TIMEOUT[0])
+
+
+def drain(timeout: float = 120.0) -> bool:
+    """Wait until every W&B run of this process (live or exported) is finished; False on timeout."""
+    ok = True
+    if isinstance(_CLIENT, Remote) and _CLIENT.pid == os.getpid() and _CLIENT.alive:
+        ok = _CLIENT.drain(timeout) and ok
+    if _WRITER is not None and _WRITER.pid == os.getpid():
+        ok = _WRITER.drain(timeout) and ok
+    return ok
 
 
 def _note_timeouts(s: WandbSettings) -> None:
@@ -505,7 +705,8 @@ class WandbObserver:
     def __init__(self, settings: WandbSettings, spec: RunSpec, labels: Labels | None) -> None:
         self.settings, self.spec = settings, spec
         self.labels = {k: list(v) for k, v in (labels or {}).items()}
-        self.handle: RunHandle | None = None
+        self.hid: int | None = None
+        self.sink: Remote | Writer | None = None
         self.start_epoch = 0
         self.curves: list[tuple[int, str, str, float]] = []
         self.restored: list[tuple[int, str, str, float]] = []
@@ -518,7 +719,8 @@ class WandbObserver:
             fn()
         except Exception as err:  # noqa: BLE001 - a logger never fails a run
             try:
-                writer().warn("observer", f"W&B logger error ({type(err).__name__}: {err}); the run continues")
+                print(f"valley: warning: W&B logger error ({type(err).__name__}: {redact(str(err))[:200]}); the run "
+                      "continues", file=sys.stderr)
             except Exception:  # noqa: BLE001
                 pass
 
@@ -538,60 +740,50 @@ class WandbObserver:
                 "group": payload.run_group(spec.problem, spec.optimizer, spec.schedule), "job_type": "train",
                 "tags": payload.tags_for(self.labels, "valley", s.tags),
                 "config": payload.config_from_spec(spec.canonical(), spec.run_id)}
-        self.handle = RunHandle(settings=s, init=init)
-        writer().submit("start", self.handle)
+        self.sink, self.hid = client(), next_hid()
+        self.sink.start(self.hid, s, init)
 
     def _backfill(self, steps_per_epoch: int | None) -> None:
         """Re-log the epochs restored from the checkpoint, so this segment's W&B run is complete by itself."""
         self.backfill_pending = False
         spec = self.spec
+        metric = "accuracy" if any(m == "accuracy" for _, _, m, _ in self.restored) else "loss"
         fake = {"schedule": spec.schedule, "schedule_settings": dict(spec.schedule_settings),
-                "num_epochs": spec.num_epochs, "metric": None, "epochs_completed": 1, "steps": steps_per_epoch}
-        metrics_seen = {m for _, _, m, _ in self.restored}
-        fake["metric"] = "accuracy" if "accuracy" in metrics_seen else "loss"
+                "num_epochs": spec.num_epochs, "metric": metric, "epochs_completed": 1, "steps": steps_per_epoch}
         factors = payload.lr_factors(fake, self.restored)
-        w = writer()
         for row in payload.history_rows(self.restored, factors, steps_per_epoch):
-            w.submit("log", self.handle, row, row["epoch"])
+            self.sink.send("log", self.hid, row, row["epoch"])
 
     def on_epoch(self, epoch: int, metrics: Any, info: EpochInfo) -> None:
         self._guard(lambda: self._epoch(epoch, metrics, info))
 
     def _epoch(self, epoch: int, metrics: Any, info: EpochInfo) -> None:
-        if self.handle is None or epoch < self.start_epoch:
+        if self.hid is None or epoch < self.start_epoch or self.ended:
             return
         if self.backfill_pending:
             self._backfill(info.steps // epoch if epoch > 0 and info.steps is not None else None)
         for split, values in metrics.items():
             self.curves.extend((epoch, split, m, v) for m, v in values.items())
         self.last_epoch = epoch
-        writer().submit("log", self.handle, payload.epoch_row(epoch, metrics, info.lr_factor, info.steps), epoch)
+        self.sink.send("log", self.hid, payload.epoch_row(epoch, metrics, info.lr_factor, info.steps), epoch)
 
     def on_checkpoint(self, epoch: int) -> None:
-        # Nothing to wait for: rows are already queued in order, wandb-core flushes its file every flush_s, and a
-        # resumed segment re-logs the restored epochs anyway.
+        # Nothing to wait for: rows are already on their way in order, wandb-core flushes its file every flush_s,
+        # the writer process finishes the run if this one dies, and a resumed segment re-logs the restored epochs.
         pass
 
     def on_end(self, record: Mapping[str, Any]) -> None:
         self._guard(lambda: self._end(record))
 
     def _end(self, record: Mapping[str, Any]) -> None:
-        if self.handle is None or self.ended:
+        if self.hid is None or self.ended:
             return
         self.ended = True
         if self.backfill_pending:
             self._backfill(payload.steps_per_epoch(record))
-        handle, s, curves, rec = self.handle, self.settings, list(self.curves), dict(record)
-        w = writer()
-        w.submit("summary", handle, payload.summary_from_record(rec))
-
-        def entry() -> dict[str, Any]:
-            init = handle.init
-            return {"key": payload.Ledger.key(init["project"], init["entity"], init["id"]), "id": init["id"],
-                    "project": init["project"], "entity": init["entity"], "kind": "run",
-                    "fp": payload.run_fingerprint(rec, curves), "tags": init["tags"], "by": "live"}
-
-        w.submit("finish", handle, 1 if rec.get("status") == "failed" else 0, entry)
+        rec = dict(record)
+        self.sink.send("summary", self.hid, payload.summary_from_record(rec))
+        self.sink.send("finish", self.hid, 1 if rec.get("status") == "failed" else 0, ("live", rec, list(self.curves)))
 
     def on_stop(self, reason: str) -> None:
         try:
@@ -600,18 +792,17 @@ class WandbObserver:
             pass
 
     def _stop(self, reason: str) -> None:
-        if self.handle is None or self.ended:
+        if self.hid is None or self.ended:
             return
-        w = writer()
         if reason not in FINAL_STOPS:  # a run that raised: its failed record follows (on_end)
-            w.submit("soft_stop", self.handle, reason)
+            self.sink.send("soft_stop", self.hid, reason)
             return
         self.ended = True
         pruned = reason == "StopRun"
         if reason == "SystemExit":
-            w.submit("preempt", self.handle)
-        w.submit("summary", self.handle, {"status": "pruned" if pruned else "stopped", "stop_reason": reason,
-                                          "last_epoch": self.last_epoch})
-        w.submit("finish", self.handle, 0 if pruned else 1, None)
+            self.sink.send("preempt", self.hid)
+        self.sink.send("summary", self.hid, {"status": "pruned" if pruned else "stopped", "stop_reason": reason,
+                                             "last_epoch": self.last_epoch})
+        self.sink.send("finish", self.hid, 0 if pruned else 1, None)
         if not pruned:  # the process is going down: let the W&B run close (bounded)
-            self.handle.done.wait(min(10.0, self.settings.finish_timeout_s + 2.0))
+            self.sink.wait_done(self.hid, min(10.0, self.settings.finish_timeout_s + 2.0))

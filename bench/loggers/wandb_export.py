@@ -152,6 +152,14 @@ def cell_item(cell: Mapping[str, Any], runs: Mapping[str, Mapping[str, Any]], pr
     return Item(kind="cell", init=init, fp=fp, summary=summary, table=(columns, rows))
 
 
+def merge_tags(derived: Sequence[str], previous: Sequence[str]) -> list[str]:
+    """The union of two tag sets, where ``role:single`` (nothing known) yields to any known role."""
+    tags = set(derived) | set(previous)
+    if any(t.startswith("role:") and t != "role:single" for t in tags):
+        tags.discard("role:single")
+    return sorted(tags)
+
+
 @dataclass
 class Plan:
     items: list[Item]  # to write
@@ -186,11 +194,13 @@ def plan_export(results_dir: str | Path, wandb_dir: str | Path, *, select: Mappi
         prev = ledger.get(item.key)
         if prev is None:
             new += 1
-        elif (not force and prev.get("fp") == item.fp and set(item.init["tags"]) <= set(prev.get("tags") or [])
-              and prev.get("complete", True)):
-            unchanged += 1
-            return
-        else:
+        else:  # tags only grow: what the live logger knew (a sweep's labels) stays when no cell says more
+            tags = merge_tags(item.init["tags"], prev.get("tags") or [])
+            item.init["tags"] = tags
+            if not force and prev.get("fp") == item.fp and tags == sorted(prev.get("tags") or []) \
+                    and prev.get("complete", True):
+                unchanged += 1
+                return
             changed += 1
         items.append(item)
 
@@ -215,38 +225,35 @@ def plan_export(results_dir: str | Path, wandb_dir: str | Path, *, select: Mappi
 
 
 def write_items(items: Sequence[Item], settings: Any, *, progress: bool = False) -> int:
-    """Write the items through the process's W&B writer (the live logger's: same fallbacks, same ledger)."""
-    from bench.loggers.wandb import RunHandle, writer
+    """Write the items with this process's W&B writer (the live logger's: same fallbacks, same ledger)."""
+    from bench.loggers.wandb import next_hid, writer
 
     w = writer()
-    handles = []
+    done: list[int] = []
+    w.on_done = lambda hid, ok: done.append(hid) if ok else None
     t0 = time.monotonic()
     for n, item in enumerate(items, 1):
-        handle = RunHandle(settings=settings, init=dict(item.init))
-        handles.append(handle)
-        w.submit("start", handle)
+        hid = next_hid()
+        w.start(hid, settings, dict(item.init))
         for row in item.rows:
-            w.submit("log", handle, row, row["epoch"])
+            w.send("log", hid, row, row["epoch"])
         if item.table is not None:
-            w.submit("table", handle, "trials", item.table[0], item.table[1])
-        w.submit("summary", handle, item.summary)
-
-        def entry(item: Item = item) -> dict[str, Any]:
-            i = item.init
-            return {"key": item.key, "id": i["id"], "project": i["project"], "entity": i["entity"],
-                    "kind": "cell" if item.kind == "cell" else "run", "fp": item.fp, "tags": i["tags"],
-                    "by": "export"}
-
-        w.submit("finish", handle, item.exit_code, entry)
+            w.send("table", hid, "trials", item.table[0], item.table[1])
+        w.send("summary", hid, item.summary)
+        i = item.init
+        entry = {"key": item.key, "id": i["id"], "project": i["project"], "entity": i["entity"],
+                 "kind": "cell" if item.kind == "cell" else "run", "fp": item.fp, "tags": i["tags"], "by": "export"}
+        w.send("finish", hid, item.exit_code, entry)
         if n % 25 == 0:
             w.barrier(3600)  # bounded memory: at most ~25 runs queued
             if progress:
                 rate = n / max(time.monotonic() - t0, 1e-9)
                 print(f"\rexported {n}/{len(items)} W&B runs ({rate:.1f}/s)", end="", file=sys.stderr, flush=True)
     w.drain(3600)
+    w.on_done = None
     if progress and len(items) >= 25:
         print(file=sys.stderr)
-    return sum(1 for h in handles if h.state == "finished")
+    return len(done)
 
 
 # ------------------------------------------------------------------------------------------- verification
