@@ -44,8 +44,7 @@ def settings(tmp_path: Path, **kw) -> wl.WandbSettings:
 @pytest.fixture(autouse=True)
 def drained():
     yield
-    if wl._WRITER is not None:
-        assert wl.drain(120)
+    assert wl.drain(120)
 
 
 def written(tmp_path: Path) -> dict[str, list[Path]]:

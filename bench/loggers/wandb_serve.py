@@ -29,7 +29,7 @@ def main() -> None:
             except OSError:
                 pass
 
-    from bench.loggers.wandb import Writer
+    from bench.loggers.wandb_writer import Writer
 
     writer = Writer(on_done=lambda hid, ok: reply("done", hid))
     while True:
