@@ -80,6 +80,8 @@ def storage_url(raw: str) -> str:
     if not is_database_url(raw):
         return raw
     parts = urlsplit(raw)
+    if parts.scheme.split("+", 1)[0].lower() == "sqlite":
+        return raw  # a file: no credentials
     query = parse_qsl(parts.query, keep_blank_values=True)
     files = [v for k, v in query if k == "password_file"]
     rest = [(k, v) for k, v in query if k != "password_file"]

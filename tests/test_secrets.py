@@ -67,6 +67,7 @@ def test_storage_url_fills_the_password_in_only_where_the_storage_opens(monkeypa
     assert storage_url("postgresql://u@h/db") == "postgresql://u@h/db"  # libpq: PGPASSWORD / ~/.pgpass
     assert storage_url("postgresql://u:inline@h/db") == "postgresql://u:inline@h/db"
     monkeypatch.setenv(PASSWORD_ENV, CANARY_PASSWORD)
+    assert storage_url("sqlite:///results/optuna.db") == "sqlite:///results/optuna.db"
     url = storage_url("postgresql://u@h:5432/db")
     assert url == f"postgresql://u:{quote(CANARY_PASSWORD, safe='')}@h:5432/db"
     assert redact(url) == "postgresql://u:***@h:5432/db"
@@ -81,7 +82,8 @@ def test_storage_url_fills_the_password_in_only_where_the_storage_opens(monkeypa
 
 
 def test_scrub_argv_moves_the_password_out_of_the_command_line(monkeypatch, capsys) -> None:
-    monkeypatch.delenv(PASSWORD_ENV, raising=False)
+    monkeypatch.setenv(PASSWORD_ENV, "")  # registers the undo: scrub_argv sets the variable itself
+    monkeypatch.delenv(PASSWORD_ENV)
     argv = ["-m", "budget=small", f"tuning.storage=postgresql://user:{CANARY_PASSWORD}@127.0.0.1:5432/db", "seed=1"]
     out = scrub_argv(argv)
     assert out == ["-m", "budget=small", "tuning.storage=postgresql://user@127.0.0.1:5432/db", "seed=1"]

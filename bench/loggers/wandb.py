@@ -32,6 +32,7 @@ import os
 import queue
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -278,15 +279,18 @@ class Remote:
 _CLIENT: Remote | Writer | None = None  # what live observers talk to
 _LOCK = threading.Lock()
 _HID = [0]
+_WARNED: set[str] = set()
+_STOP_DEADLINE: list[float | None] = [None]  # going down (SIGTERM, ...): all stopping runs share ~10 s
 
 
 def client() -> Remote | Writer:
-    """What live observers talk to: the child-process writer (or, if it cannot start, the in-process one)."""
+    """What live observers talk to: the child-process writer (or, if it cannot start or died, the in-process one)."""
     global _CLIENT
     with _LOCK:
         if _CLIENT is None or _CLIENT.pid != os.getpid() or not getattr(_CLIENT, "alive", True):
+            died = _CLIENT is not None and _CLIENT.pid == os.getpid()
             _CLIENT = None
-            if os.environ.get("VALLEY_WANDB_INPROCESS") != "1":
+            if os.environ.get("VALLEY_WANDB_INPROCESS") != "1" and not died:
                 try:
                     _CLIENT = Remote()
                 except Exception as err:  # noqa: BLE001
@@ -352,8 +356,10 @@ class WandbObserver:
             fn()
         except Exception as err:  # noqa: BLE001 - a logger never fails a run
             try:
-                print(f"valley: warning: W&B logger error ({type(err).__name__}: {redact(str(err))[:200]}); the run "
-                      "continues", file=sys.stderr)
+                if type(err).__name__ not in _WARNED:
+                    _WARNED.add(type(err).__name__)
+                    print(f"valley: warning: W&B logger error ({type(err).__name__}: {redact(str(err))[:200]}); the "
+                          "run continues", file=sys.stderr)
             except Exception:  # noqa: BLE001
                 pass
 
@@ -437,5 +443,10 @@ class WandbObserver:
         self.sink.send("summary", self.hid, {"status": "pruned" if pruned else "stopped", "stop_reason": reason,
                                              "last_epoch": self.last_epoch})
         self.sink.send("finish", self.hid, 0 if pruned else 1, None)
-        if not pruned:  # the process is going down: let the W&B run close (bounded)
-            self.sink.wait_done(self.hid, min(10.0, self.settings.finish_timeout_s + 2.0))
+        if not pruned:  # the process is going down: let the W&B run close, within one shared deadline
+            with _LOCK:
+                if _STOP_DEADLINE[0] is None:
+                    _STOP_DEADLINE[0] = time.monotonic() + min(10.0, self.settings.finish_timeout_s + 2.0)
+                left = _STOP_DEADLINE[0] - time.monotonic()
+            if left > 0:
+                self.sink.wait_done(self.hid, left)
