@@ -128,13 +128,15 @@ def scrub_argv(argv: list[str], *, warn: bool = True) -> list[str]:
         pieces = re.split(r"(?<!\\),", value)
         cleaned = []
         for piece in pieces:
-            plain = piece.replace("\\:", ":").replace("\\=", "=").replace("\\,", ",")
+            quote_char = piece[0] if len(piece) > 1 and piece[0] == piece[-1] and piece[0] in "'\"" else ""
+            inner = piece[1:-1] if quote_char else piece
+            plain = inner.replace("\\:", ":").replace("\\=", "=").replace("\\,", ",")
             bare, password = _split_password(plain)
             if password is None:
                 cleaned.append(piece)
                 continue
             found.add(password)
-            cleaned.append(bare)
+            cleaned.append(f"{quote_char}{bare}{quote_char}" if quote_char else bare)
         out.append(f"{key}={','.join(cleaned)}")
     if len(found) > 1:
         raise ValueError("tuning.storage: a sweep over storages with different passwords is not supported; "

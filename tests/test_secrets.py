@@ -91,6 +91,8 @@ def test_scrub_argv_moves_the_password_out_of_the_command_line(monkeypatch, caps
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and CANARY_PASSWORD not in err
     assert storage_url(out[2].split("=", 1)[1]).startswith("postgresql://user:")
+    quoted = scrub_argv([f"tuning.storage='postgresql://u:{CANARY_PASSWORD}@h/db?sslmode=disable'"], warn=False)
+    assert quoted == ["tuning.storage='postgresql://u@h/db?sslmode=disable'"]
     assert scrub_argv(["optimizer=adam", "tuning.storage=results/j.log"], warn=False) == \
         ["optimizer=adam", "tuning.storage=results/j.log"]
     with pytest.raises(ValueError):
