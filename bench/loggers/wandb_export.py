@@ -189,9 +189,14 @@ def plan_export(results_dir: str | Path, wandb_dir: str | Path, *, select: Mappi
     items: list[Item] = []
     unchanged = new = changed = 0
 
+    led = payload.Ledger(wandb_dir)
+
     def consider(item: Item) -> None:
         nonlocal unchanged, new, changed
         prev = ledger.get(item.key)
+        if prev is not None and not prev.get("synced") and prev.get("mode") == "offline" and (
+                not prev.get("dir") or not led.absolute(prev["dir"]).is_dir()):
+            prev = None  # written offline, never uploaded, and its folder is gone: write it again
         if prev is None:
             new += 1
         else:  # tags only grow: what the live logger knew (a sweep's labels) stays when no cell says more
@@ -322,7 +327,7 @@ def sync(wandb_dir: str | Path, *, timeout_s: float, dry_run: bool = False, ever
         return 0, 0, "nothing to upload"
     env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
     deadline = time.monotonic() + timeout_s
-    uploaded = 0
+    uploaded, names = 0, []
     for i in range(0, len(todo), chunk):
         part = todo[i:i + chunk]
         left = deadline - time.monotonic()
@@ -351,11 +356,13 @@ def sync(wandb_dir: str | Path, *, timeout_s: float, dry_run: bool = False, ever
                        {"key": f"dir:{ledger.relative(p)}", "dir": ledger.relative(p), "synced": True, "by": "sync"}
                        for key, p in part])
         uploaded += len(part)
+        names += [p.name.split("-", 3 if p.name.startswith("offline-run-") else 2)[-1] for _, p in part]
     if dry_run:
         return 0, len(todo), f"dry run: {len(todo)} runs would be uploaded"
     pending = len(todo) - uploaded
     tail = f"; {pending} left (time limit): run valley-wandb sync again" if pending else ""
-    return uploaded, pending, f"uploaded {uploaded} runs{tail}"
+    shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+    return uploaded, pending, f"uploaded {uploaded} runs ({shown}){tail}"
 
 
 # ------------------------------------------------------------------------------------------- the command
