@@ -210,10 +210,14 @@ def main() -> None:
     import signal
 
     from bench import plugins
+    from bench.secrets import scrub_argv
 
     if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
         signal.signal(signal.SIGTERM, _terminate)
-
+    try:  # a database password never reaches Hydra (its .hydra files, its error lines): it moves to the environment
+        sys.argv[1:] = scrub_argv(sys.argv[1:])
+    except ValueError as err:
+        fail(str(err))
     try:
         argv = load_plugins(sys.argv[1:])
     except plugins.PluginError as err:

@@ -6,14 +6,15 @@ its module (and its library: ``wandb``) is imported only when chosen. Parquet st
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bench.observers import ObserverFactory
+if TYPE_CHECKING:  # no torch import here: the W&B writer process imports this package and must start light
+    from bench.observers import ObserverFactory
 
 LOGGERS = ("none", "wandb")
 
 
-def observer_factory(cfg: Mapping[str, Any]) -> ObserverFactory | None:
+def observer_factory(cfg: Mapping[str, Any]) -> "ObserverFactory | None":
     """The per-run observer factory of the composed config's ``logger`` block (None for ``logger=none``)."""
     block = dict(cfg.get("logger") or {})
     name = block.get("name", "none")

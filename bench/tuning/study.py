@@ -104,7 +104,9 @@ def is_database_url(storage: str) -> bool:
 def open_storage(storage: str, journal_lock: str = "flock") -> BaseStorage:
     """A journal file path (the default), or an SQLAlchemy URL (``sqlite:///…``, ``postgresql://…``)."""
     if is_database_url(storage):
-        url = storage
+        from bench.secrets import storage_url
+
+        url = storage_url(storage)  # the password from $VALLEY_STORAGE_PASSWORD / password_file=; never shown
         if url.startswith("postgresql://") and not _has_module("psycopg2") and _has_module("psycopg"):
             url = "postgresql+psycopg://" + url[len("postgresql://"):]  # psycopg 3 is what pyproject installs
         return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
