@@ -25,7 +25,10 @@ TOP_LEVEL = ("seed", "data_order", "results_dir", "data_dir", "device", "force",
 
 
 def fail(message: str, code: int = 2) -> None:
-    print(f"valley: error: {message}", file=sys.stderr)
+    """One line on stderr (database passwords masked), then exit."""
+    from bench.secrets import redact
+
+    print(f"valley: error: {redact(message)}", file=sys.stderr)
     sys.exit(code)
 
 
@@ -73,6 +76,7 @@ def precheck(argv: list[str]) -> str | None:
 
     chosen: dict[str, list[str]] = {}
     keyed: list[tuple[str, str, str]] = []
+    value_of: dict[str, str] = {}
     for arg in argv:
         if arg.startswith("-") or "=" not in arg:
             continue
@@ -90,6 +94,7 @@ def precheck(argv: list[str]) -> str | None:
         elif "." in bare and bare.split(".", 1)[0] in KEYED_GROUPS:
             group, sub = bare.split(".", 1)
             keyed.append((group, sub, key))
+            value_of[key] = value
         elif bare.split(".", 1)[0] in ("tuning", "budget") and "." in bare:
             from bench.tuning.settings import check_override
 
@@ -128,6 +133,12 @@ def precheck(argv: list[str]) -> str | None:
                 if not valid:
                     return f"unknown {what} '{top}': {group} {option} has no settings"
                 return f"unknown {what} '{top}' for {group} {option}; valid: {valid}"
+            if group == "logger" and option == "wandb":
+                from bench.loggers.wandb import check_override
+
+                error = check_override(key, value_of[key])
+                if error:
+                    return error
     return None
 
 

@@ -10,6 +10,7 @@ continues from its last checkpoint.
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from collections.abc import Mapping
 from typing import Any
 
@@ -57,6 +58,7 @@ def launch(cfgs: list[dict[str, Any]], *, multirun: bool) -> int:
         entry = groups.setdefault(_env_key(env, cfg), (env, [], [], []))
         (entry[2] if isinstance(item, RunSpec) else entry[1]).append(item)
         entry[3].append(cfg)
+    check_storages([c for _, cells, _, _ in groups.values() for c in cells])
     plan = plan_of_configs(cfgs)
     tracker = progress.start_sweep(plan, show_live=all(bool(c.get("progress", True)) for c in cfgs))
     failed = 0
@@ -78,13 +80,25 @@ def launch(cfgs: list[dict[str, Any]], *, multirun: bool) -> int:
                     failed += rec is None
             for cell in (c for c in cells if not batchable(c)):
                 tracker.cell_started(cell)
-                outcome = run_cell(cell, where_of(group_cfgs[0], cell), on_run=tracker.run_done)
+                where = where_of(group_cfgs[0], cell)
+                outcome = run_cell(cell, replace(where, observers=env.observers), on_run=tracker.run_done)
                 write_cell(env.results_dir, outcome.row())
                 tracker.cell_done(outcome)
     finally:
         progress.stop_sweep()
     print(tracker.summary(), flush=True)
     return 1 if tracker.cells_partial or failed else 0
+
+
+def check_storages(cells: list[Any], timeout_s: float = 5.0) -> None:
+    """One line and exit code 2, before anything is trained, when a tuning storage cannot be used."""
+    from bench.cli import fail
+    from bench.secrets import check_storage_reachable
+
+    for storage in dict.fromkeys(c.tuning.storage for c in cells if c.budget.tuned):
+        error = check_storage_reachable(storage, timeout_s)
+        if error:
+            fail(error)
 
 
 def _say(line: str) -> None:

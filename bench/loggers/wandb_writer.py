@@ -258,6 +258,7 @@ class Writer:
                 mode = "offline"
         try:
             s.wandb_dir.mkdir(parents=True, exist_ok=True)
+            _wait_for_a_fresh_run_dir(s.wandb_dir, str(handle.init.get("id", "")))
             handle.run = self.wandb.init(**handle.init, dir=s.dir, mode=mode, resume="allow", reinit="create_new",
                                          settings=self._settings(mode, s))
         except Exception as err:  # noqa: BLE001
@@ -416,3 +417,13 @@ def _drain_at_exit() -> None:
             pass
     if _WRITER is not None and _WRITER.pid == os.getpid():
         _WRITER.drain(DRAIN_TIMEOUT[0])
+
+
+def _wait_for_a_fresh_run_dir(wandb_dir: Path, run_id: str) -> None:
+    """W&B names a run's directory ``<mode>-run-<YYYYmmdd_HHMMSS>-<id>``: a segment resumed in the same second as the
+    previous one ended would write into (and truncate) that segment's files. Wait for the next second instead."""
+    while run_id:
+        stamp = time.strftime("%Y%m%d_%H%M%S")
+        if not any((wandb_dir / f"{mode}-run-{stamp}-{run_id}").exists() for mode in ("offline", "run")):
+            return
+        time.sleep(1.0 - time.time() % 1.0 + 0.01)

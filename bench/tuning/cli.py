@@ -24,8 +24,9 @@ CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 def fail(message: str, code: int = 2) -> None:
-    print(f"valley: error: {message}", file=sys.stderr)
-    sys.exit(code)
+    from bench.cli import fail as cli_fail
+
+    cli_fail(message, code)
 
 
 # ------------------------------------------------------------------------------------------------ the job

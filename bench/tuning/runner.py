@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -48,6 +49,7 @@ class Where:
     data_dir: str | None = None
     workers: int = 1
     engine: str = "single"
+    observers: Any = None  # the env's per-run observer factory (loggers), bench.observers.ObserverFactory
 
 
 def run_cell(cell: Cell, where: Where, on_run: OnRun | None = None) -> CellOutcome:
@@ -59,40 +61,30 @@ def run_cell(cell: Cell, where: Where, on_run: OnRun | None = None) -> CellOutco
     on_run = on_run or (lambda run_id, trained: None)
     if batchable(cell):
         sweep = SweepRun([cell], RunEnv(results_dir=where.results_dir, device=where.device, data_dir=where.data_dir,
-                                        workers=where.workers, engine=where.engine))
+                                        workers=where.workers, engine=where.engine, observers=where.observers))
         first = sweep.phase1()
         sweep.run(first, on_run=on_run)
         sweep.wait_for_others(first, on_run=on_run)
         sweep.run(sweep.phase2(), on_run=on_run)
         return sweep.outcomes()[0]
     if not cell.budget.tuned:
-        views, complete = execute_specs(cell.oneshot_specs(), where, on_run)
+        views, complete = execute_specs(cell.oneshot_specs(), where, on_run, budget=cell.label)
         return CellOutcome(cell, None, [], views, complete)
     return _tuned(cell, where, on_run)
 
 
 # ------------------------------------------------------------------------------------------------ plain runs
-def _execute_one(spec: RunSpec, results_dir: str, device: str, data_dir: str | None) -> tuple[str, bool, dict]:
-    outcome = execute(spec, results_dir, device=device, data_dir=data_dir)
-    return spec.run_id, not outcome.skipped, outcome.record
-
-
-def execute_specs(specs: Sequence[RunSpec], where: Where, on_run: OnRun) -> tuple[list[RunView], bool]:
+def execute_specs(specs: Sequence[RunSpec], where: Where, on_run: OnRun, role: str = "seed",
+                  budget: str | None = None) -> tuple[list[RunView], bool]:
     """Execute each spec (skipping recorded ones); return the finished runs' views in order and whether all finished."""
-    got: dict[str, dict] = {}
-    if where.workers == 1 or len(specs) == 1:
-        for spec in specs:
-            run_id, trained, rec = _execute_one(spec, where.results_dir, where.device, where.data_dir)
-            got[run_id] = rec
-            on_run(run_id, trained)
-    else:
-        futures = [pool.get_pool(where.workers).submit(_execute_one, s, where.results_dir, where.device,
-                                                       where.data_dir) for s in specs]
-        for fut in _as_done(futures):
-            run_id, trained, rec = fut.result()
-            got[run_id] = rec
-            on_run(run_id, trained)
-    finished = [got[s.run_id] for s in specs if got[s.run_id]["status"] in records.FINISHED]
+    from bench.execute import RunEnv, execute_many
+
+    env = RunEnv(results_dir=where.results_dir, device=where.device, data_dir=where.data_dir, workers=where.workers,
+                 engine=where.engine, observers=where.observers)
+    labels = {s.run_id: {"role": [role], "budget": [budget] if budget else []} for s in specs}
+    got = execute_many(specs, env, labels=labels, on_run=lambda o: on_run(o.run_id, not o.skipped))
+    finished = [got[s.run_id].record for s in specs
+                if got[s.run_id].record is not None and got[s.run_id].record["status"] in records.FINISHED]
     return [run_view(where.results_dir, rec) for rec in finished], len(finished) == len(specs)
 
 
@@ -124,7 +116,7 @@ def _tuned(cell: Cell, where: Where, on_run: OnRun) -> CellOutcome:
     seed_views: list[RunView] = []
     reruns_ok = True
     if winner is not None:
-        views, reruns_ok = execute_specs(cell.rerun_specs(winner.tuned), where, on_run)
+        views, reruns_ok = execute_specs(cell.rerun_specs(winner.tuned), where, on_run, budget=cell.label)
         seed_views = sorted([winner.view, *views], key=lambda v: cell.tuning.seeds.index(v.seed))
     trial_ids = _trial_run_ids(cell, study, samples, finals)
     pruned = [t for t in finals.values() if t.state == TrialState.PRUNED]
@@ -187,12 +179,12 @@ def _work(cell: Cell, n: int, study: optuna.Study, where: Where, on_run: OnRun) 
     """Train the waiting trials here (one worker) or in the pool (N), reporting finished runs as they come."""
     if where.workers == 1:
         return work(cell, n, where.results_dir, device=where.device, data_dir=where.data_dir, study=study,
-                    on_run=on_run)
+                    on_run=on_run, observers=where.observers)
     report = WorkReport()
     try:
         executor = pool.get_pool(where.workers)
-        futures = [executor.submit(work, cell, n, where.results_dir, device=where.device, data_dir=where.data_dir)
-                   for _ in range(where.workers)]
+        futures = [executor.submit(work, cell, n, where.results_dir, device=where.device, data_dir=where.data_dir,
+                                   observers=where.observers) for _ in range(where.workers)]
         pending = set(futures)
         while pending:
             _, pending = wait(pending, timeout=0.5)

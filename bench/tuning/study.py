@@ -381,7 +381,8 @@ def _has_work(trials: list[FrozenTrial], cell: Cell, n: int) -> bool:
 
 
 def work(cell: Cell, n: int, results_dir: str, *, device: str = "auto", data_dir: str | None = None,
-         study: optuna.Study | None = None, on_run: Callable[[str, bool], None] | None = None) -> WorkReport:
+         study: optuna.Study | None = None, on_run: Callable[[str, bool], None] | None = None,
+         observers: Any = None) -> WorkReport:
     """Pop and train trials of the cell's study until its first ``n`` samples have all been handed out."""
     study = study or open_study(cell, create=False)
     dists = distributions(cell.search_space)
@@ -396,7 +397,7 @@ def work(cell: Cell, n: int, results_dir: str, *, device: str = "auto", data_dir
                 study.tell(trial, state=TrialState.FAIL)
                 continue
             trial.set_user_attr("sample", trial.number)
-        _run_trial(study, trial, cell, dists, results_dir, device, data_dir, report, on_run)
+        _run_trial(study, trial, cell, dists, results_dir, device, data_dir, report, on_run, observers)
     return report
 
 
@@ -411,7 +412,7 @@ def _duplicate(study: optuna.Study, trial: Trial, sample: int) -> bool:
 
 def _run_trial(study: optuna.Study, trial: Trial, cell: Cell, dists: dict[str, BaseDistribution], results_dir: str,
                device: str, data_dir: str | None, report: WorkReport,
-               on_run: Callable[[str, bool], None] | None) -> None:
+               on_run: Callable[[str, bool], None] | None, observers: Any = None) -> None:
     trial.set_user_attr("worker", worker_identity())
     sample = _sample(trial)
     if _duplicate(study, trial, sample):
@@ -423,7 +424,9 @@ def _run_trial(study: optuna.Study, trial: Trial, cell: Cell, dists: dict[str, B
     spec = cell.trial_spec(tuned)
     observer = _pruning_observer(trial, cell) if cell.tuning.pruner != "none" else None
     with _Heartbeat(study, trial._trial_id, cell.tuning.heartbeat_s):
-        outcome = execute(spec, results_dir, device=device, data_dir=data_dir, on_epoch=observer)
+        labels = {"role": ["trial"], "budget": [cell.label]}
+        outcome = execute(spec, results_dir, device=device, data_dir=data_dir, on_epoch=observer,
+                          observers=observers(spec, labels) if observers is not None else ())
     if outcome.record is None:  # pruned
         epoch = int(outcome.stopped_at or 0)
         trial.set_user_attr("run_id", spec.run_id)
