@@ -119,9 +119,9 @@ def verify(code: dict[str, Any]) -> None:
     root = repo_root()
     found = fingerprint(root)
     if found != code["fingerprint"]:
-        where = "the snapshot" if code["mode"] == "snapshot" else "the checkout"
-        raise CodeChanged(f"code changed under this sweep: submitted as {code['fingerprint']}, {where} {root} is now "
-                          f"{found}; restore it, or cancel and submit the sweep again (valley-cancel, valley -m ...)")
+        raise CodeChanged(f"code changed under this sweep: it was submitted with code {code['fingerprint']}, this task "
+                          f"imports {root} whose code is {found}; restore it, or cancel and submit the sweep again "
+                          "(valley-cancel, valley -m ...)")
     libs = libraries()
     changed = [f"{k} {v}->{libs.get(k)}" for k, v in code["libraries"].items() if libs.get(k) != v]
     if changed:

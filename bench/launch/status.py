@@ -202,7 +202,8 @@ def retry(sweep: SweepDir, states_wanted: list[str]) -> Any:
     backend = backend_of(latest["backend"])
     with sweep.lock():
         summary = reconcile(sweep, model, latest["configs"], backend, mode="retry", retry_states=states_wanted,
-                            settings=latest["settings"], code=code, say=say, origin=f"--retry {','.join(states_wanted)}")
+                            settings={**latest["settings"], "hold": False}, code=code, say=say,
+                            origin=f"--retry {','.join(states_wanted)}")
     if latest["backend"] == "local":
         from bench.launch.local_gpus import ensure_supervisor
 

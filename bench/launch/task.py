@@ -195,7 +195,8 @@ def _finalize(sweep: SweepDir, rnd: Mapping[str, Any]) -> dict[str, Any]:
     model = SweepModel(_cfgs(sweep, rnd))
     say = lambda line: print(f"valley: {line}", file=sys.stderr, flush=True)  # noqa: E731
     with sweep.lock():
-        summary = reconcile(sweep, model, rnd["configs"], backend, mode="finalize", settings=rnd["settings"],
+        settings = {**rnd["settings"], "hold": False}  # phase 2 is released even if the submission was held
+        summary = reconcile(sweep, model, rnd["configs"], backend, mode="finalize", settings=settings,
                             code=rnd["code"], say=say, origin=f"round {rnd['round']} finaliser")
         complete, total = write_cells(sweep, model)
     if not summary.empty:
