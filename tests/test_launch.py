@@ -235,3 +235,33 @@ def test_code_changed_under_a_sweep(tmp_path: Path, tuned_reference: Path) -> No
     for u in units_of(checkout):
         if u["id"] in {f["unit"] for f in refused}:
             assert not set(u["run_ids"]) & recorded  # a refusing task trained nothing
+
+
+# ------------------------------------------------------------------------------------------------ dead claims
+def test_a_task_releases_the_trials_its_dead_predecessor_claimed(tmp_path: Path) -> None:
+    """A trial claimed by a task of this sweep on another machine, heartbeat fresh, is failed at once by the unit that
+    now holds its sample (no waiting for ``stale_after_s``); another sweep's live claim is left alone."""
+    from optuna.trial import TrialState
+
+    from bench.execute import RunEnv
+    from bench.launch.task import release_dead_trials
+    from bench.tuning import trials as batch_ops
+    from bench.tuning.batch import SweepRun
+    from bench.tuning.cell import Cell
+    from bench.tuning.study import distributions
+    from bench.tuning.sweep import compose_jobs
+
+    cfg = compose_jobs([[f"results_dir={tmp_path}", "budget=small", "budget.samples=3", "problem.num_epochs=1"]])[0]
+    sweep = SweepRun([Cell.from_config(cfg)], RunEnv(results_dir=str(tmp_path)))
+    items = [i for i in sweep.phase1() if i.trial is not None]
+    key = items[0].trial.study
+    study, lead = sweep.study(key), sweep.studies[key].lead
+    stream = lead.stream(3)
+    far = {"machine": "another-node|boot|ns", "pid": 1, "start": 1, "token": "t"}
+    for item, tag in zip(items[:2], ("SWEEP:r0001-p1-00001", "OTHER:r0001-p1-00001")):
+        s = item.trial.sample
+        batch_ops.claim(study, {s: (stream[s], item.spec.run_id)}, distributions(lead.search_space),
+                        {**far, "tag": tag})
+    assert release_dead_trials(sweep, items, "SWEEP") == 1
+    states = {t.user_attrs["sample"]: t.state for t in study.get_trials(deepcopy=False)}
+    assert states == {items[0].trial.sample: TrialState.FAIL, items[1].trial.sample: TrialState.RUNNING}

@@ -141,6 +141,9 @@ def report(sweep: SweepDir) -> dict[str, Any]:
     done_cells = set(cells.loc[cells.status == "complete", "cell_id"]) & wanted if len(cells) else set()
     out["cells"] = {"complete": len(done_cells), "total": len(wanted)}
     out["running_jobs"] = sorted({st.job for st in states.values() if st.state in ACTIVE and st.job})
+    if any(st.state == "pending" and "no supervisor running" in st.detail for st in states.values()):
+        out["notes"].append(f"no local supervisor runs this sweep: valley-status {sweep.root} --retry lost starts "
+                            "one (so does the same valley -m ... command)")
     return out
 
 
