@@ -207,6 +207,10 @@ def retry(sweep: SweepDir, states_wanted: list[str]) -> Any:
         summary = reconcile(sweep, model, latest["configs"], backend, mode="retry", retry_states=states_wanted,
                             settings={**latest["settings"], "hold": False}, code=code, say=say,
                             origin=f"--retry {','.join(states_wanted)}")
+        if summary.empty:  # nothing to run again: the cells table may still miss what a failed finaliser skipped
+            from bench.launch.submit import write_cells
+
+            write_cells(sweep, model)
     if latest["backend"] == "local":
         from bench.launch.local_gpus import ensure_supervisor
 

@@ -8,8 +8,8 @@ Under the sweep's lock it reads what the sweep holds — its units (every round'
 * in a unit that is pending or running: nothing to do (never queued twice);
 * otherwise it is *missing*; which missing runs a round takes depends on who asks: a submission takes all of them
   (a re-run of the same command is idempotent, and picks up failed and lost work), a finalising job only runs that
-  were never in a unit (so a run that fails is not retried in a loop: it waits for ``--retry``), a retry only the
-  runs whose last unit failed (or was lost).
+  were never in a unit (so a run that fails is not retried in a loop: it waits for ``--retry``), a retry the runs
+  whose last unit failed (or was lost) and those never dispatched (a failed finaliser's phase 2).
 
 Phase 1 (one-shot seeds, every tuning trial, single runs) is known up front. Phase 2 (each tuned cell's winner
 re-runs) is known once every trial run of the cell is recorded and its trials are final in the Optuna study; a trial
@@ -72,9 +72,9 @@ def selector(mode: str, states: Sequence[str] = ()) -> Selector:
         return lambda key, last: True
     if mode == "finalize":
         return lambda key, last: last is None
-    if mode == "retry":
+    if mode == "retry":  # and what was never dispatched: phase 2 of a finaliser that failed or was cancelled
         wanted = set(states)
-        return lambda key, last: last in wanted
+        return lambda key, last: last in wanted or last is None
     raise ValueError(mode)
 
 
