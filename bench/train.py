@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import subprocess
 import time
@@ -103,6 +104,9 @@ def versions() -> dict[str, str]:
 
 @lru_cache(maxsize=1)
 def git_commit() -> str | None:
+    pinned = os.environ.get("VALLEY_GIT_COMMIT")  # a launcher's task runs a snapshot of the submitted checkout
+    if pinned is not None:
+        return pinned or None
     try:
         here = Path(__file__).resolve().parent
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)

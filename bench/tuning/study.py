@@ -267,7 +267,11 @@ def _machine() -> str:
 
 def worker_identity() -> dict[str, Any]:
     pid = os.getpid()
-    return {"machine": _machine(), "pid": pid, "start": _proc_start(pid), "token": uuid.uuid4().hex[:12]}
+    identity = {"machine": _machine(), "pid": pid, "start": _proc_start(pid), "token": uuid.uuid4().hex[:12]}
+    tag = os.environ.get("VALLEY_WORKER_TAG")  # a launcher's task (sweep:unit): it can tell its dead claims apart
+    if tag:
+        identity["tag"] = tag
+    return identity
 
 
 UNCLAIMED_GRACE_S = 30.0  # a worker names itself on a trial milliseconds after popping it
