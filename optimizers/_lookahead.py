@@ -37,11 +37,12 @@ harness's count (one per step) holds for both rules.
 from __future__ import annotations
 
 from collections import OrderedDict, defaultdict
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
 import torch
 from torch import Tensor
 
+from optimizers._cohort import CohortRule, Regrad, step_rows
 from optimizers.base import Hyper, LogUniform, RandInt
 
 K_SPACE = RandInt(1, 20)  # scipy.stats.randint(1, 20): k in 1..19 (§2.2)
@@ -156,6 +157,56 @@ class Lookahead(torch.optim.Optimizer):
 
     def __repr__(self) -> str:
         return f"Lookahead(k={self.k}, alpha={self.alpha}, sync={self.sync!r}, inner={self.inner!r})"
+
+
+class LookaheadCohort(CohortRule):
+    """Batched :class:`Lookahead` around an inner rule (``inner_rule``), every trial with its own k, α and call
+    count: on a step, the trials whose call synchronises (``replace``: n % k = 0) do ``φ += α(θ − φ); θ ← φ``
+    (``add_(alpha)`` = ``addcmul_`` with the α column) and the others take the inner step (on their rows only, so
+    the syncing trials' inner state is untouched); ``after`` trials step, then sync when (n + 1) % k = 0."""
+
+    inner_rule: ClassVar[type[CohortRule]]
+
+    def configure(self, hps: list[Mapping[str, Any]], params: list[Tensor]) -> None:
+        self.trial = {"k": [int(hp["k"]) for hp in hps], "alpha": [float(hp["alpha"]) for hp in hps],
+                      "sync": [hp["sync"] for hp in hps], "calls": [0] * len(hps)}
+        self.state = {"slow": [p.detach().clone() for p in params]}  # φ₀ = θ₀
+        self.children = {"inner": self.inner_rule(self.spec_cls, hps, params)}
+
+    def on_epoch(self, epoch: int, num_epochs: int) -> None:
+        self.children["inner"].on_epoch(epoch, num_epochs)
+
+    def discards_gradient(self) -> list[bool] | None:
+        tr = self.trial
+        return [s == "replace" and n % k == 0 for s, n, k in zip(tr["sync"], tr["calls"], tr["k"])]
+
+    def step(self, params: list[Tensor], grads: list[Tensor], lrs: list[float], regrad: Regrad | None = None) -> None:
+        tr = self.trial
+        replace_sync = self.discards_gradient() or []
+        inner_rows = [r for r in range(self.size) if not replace_sync[r]]
+        step_rows(self.children["inner"], params, grads, lrs, inner_rows)
+        sync = [rs or (s == "after" and (n + 1) % k == 0)
+                for rs, s, n, k in zip(replace_sync, tr["sync"], tr["calls"], tr["k"])]
+        self.synchronise(params, [r for r in range(self.size) if sync[r]])
+        tr["calls"] = [n + 1 for n in tr["calls"]]
+
+    def synchronise(self, params: list[Tensor], rows: list[int]) -> None:
+        if not rows:
+            return
+        alpha = [self.trial["alpha"][r] for r in rows]
+        if len(rows) == self.size:
+            for p, slow, a in zip(params, self.state["slow"], self.columns(alpha, params)):
+                diff = p - slow
+                slow.addcmul_(diff, a)
+                p.copy_(slow)
+            return
+        idx = torch.tensor(rows, dtype=torch.long, device=params[0].device)
+        for p, slow, a in zip(params, self.state["slow"], self.columns(alpha, params)):
+            s = slow.index_select(0, idx)
+            diff = p.index_select(0, idx) - s
+            s.addcmul_(diff, a)
+            slow.index_copy_(0, idx, s)
+            p.index_copy_(0, idx, s)
 
 
 def wrap(inner: torch.optim.Optimizer, hp: Mapping[str, Any]) -> Lookahead:

@@ -13,9 +13,31 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
+from optimizers._cohort import CohortRule, Regrad
 from optimizers.base import OPTIMIZERS, Hyper, HyperparameterError, OptimizerSpec, learning_rate, semantics
 
 TORCH_EPS = 1e-10  # torch.optim.Adagrad's default eps
+
+
+class AdagradCohort(CohortRule):
+    """Batched ``torch.optim.Adagrad`` (lr_decay 0) as :meth:`Adagrad.build` configures it: per trial acc₀ and ε
+    (0 for TF semantics), ``addcmul_(g, g, value=1)``, ``sqrt().add_(ε)``, ``addcdiv_`` with −clr folded in."""
+
+    def configure(self, hps: list[Mapping[str, Any]], params: list[torch.Tensor]) -> None:
+        self.trial = {"initial": [float(hp["initial_accumulator_value"]) for hp in hps],
+                      "eps": [0.0 if hp["semantics"] == "tf" else TORCH_EPS for hp in hps],
+                      "step": [0.0] * len(hps)}
+        self.state = {"sum": [self.column(self.trial["initial"], p).expand_as(p).clone() for p in params]}
+
+    def step(self, params: list[torch.Tensor], grads: list[torch.Tensor], lrs: list[float],
+             regrad: Regrad | None = None) -> None:
+        tr = self.trial
+        tr["step"] = [s + 1.0 for s in tr["step"]]  # torch's float32 step tensor, read with .item()
+        clr = [lr / (1 + (step - 1) * 0.0) for lr, step in zip(lrs, tr["step"])]  # lr_decay = 0
+        for p, g, acc, neg in zip(params, grads, self.state["sum"], self.columns([-c for c in clr], params)):
+            acc.addcmul_(g, g, value=1)
+            std = acc.sqrt().add_(self.constant("eps", tr["eps"], p))
+            p.addcdiv_(g * neg, std)
 
 
 @OPTIMIZERS.register
@@ -26,6 +48,7 @@ class Adagrad(OptimizerSpec):
         "initial_accumulator_value": Hyper(float, low=0.0),
         "semantics": semantics(),
     }
+    cohort_rule = AdagradCohort
 
     @classmethod
     def check_combination(cls, hp: Mapping[str, Any]) -> None:

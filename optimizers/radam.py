@@ -22,6 +22,7 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
+from optimizers._cohort import CohortRule, Regrad, tf_semantics_only, zeros_state
 from optimizers.adam import Adam
 from optimizers._moments import MomentOptimizer, update_moments
 from optimizers.base import (OPTIMIZERS, OptimizerSpec)
@@ -62,6 +63,51 @@ class TFRAdam(MomentOptimizer):
         torch._foreach_addcdiv_(params, ms, denom, value=-lr * r_t / bc1)
 
 
+class TFRAdamCohort(CohortRule):
+    """Batched :class:`TFRAdam`; each trial takes its own branch (ρ_t > 5 depends on its β2): both updates are
+    computed where the cohort holds both kinds and each trial's is selected. ``frozen`` trials (Lookahead-RAdam as
+    the study ran it, :class:`~optimizers.lookahead_radam.UnfinishedTFRAdam`) use t = 1 in the rule."""
+
+    unsupported = staticmethod(tf_semantics_only)
+
+    def configure(self, hps: list[Mapping[str, Any]], params: list[torch.Tensor]) -> None:
+        self.trial = {"beta1": [float(hp["beta1"]) for hp in hps], "beta2": [float(hp["beta2"]) for hp in hps],
+                      "epsilon": [float(hp["epsilon"]) for hp in hps], "t": [0] * len(hps),
+                      "frozen": [hp.get("inner_step_count", "advancing") == "frozen" for hp in hps]}
+        self.state = {"m": zeros_state(params), "v": zeros_state(params)}
+
+    def step(self, params: list[torch.Tensor], grads: list[torch.Tensor], lrs: list[float],
+             regrad: Regrad | None = None) -> None:
+        tr = self.trial
+        tr["t"] = [t + 1 for t in tr["t"]]
+        ts = [1 if f else t for f, t in zip(tr["frozen"], tr["t"])]
+        b1, b2 = tr["beta1"], tr["beta2"]
+        ms, vs = self.state["m"], self.state["v"]
+        for p, g, m, v in zip(params, grads, ms, vs):  # update_moments
+            m.lerp_(g, self.constant("1-b1", [1.0 - b for b in b1], p))
+            v.mul_(self.constant("b2", b2, p))
+            v.addcmul_(g * self.constant("1-b2", [1.0 - b for b in b2], p), g)
+        bc1 = [1.0 - c1**t for c1, t in zip(b1, ts)]
+        r_t = [rectification(c2, t) for c2, t in zip(b2, ts)]
+        rect = [r is not None for r in r_t]
+        plain = self.columns([0.0 if r else -lr / c for lr, c, r in zip(lrs, bc1, rect)], params) if not all(rect) \
+            else None
+        if any(rect):
+            rates = self.columns([-lr * r / c if r is not None else 0.0 for lr, r, c in zip(lrs, r_t, bc1)], params)
+            bc2 = self.columns([1.0 - c2**t if r else 1.0 for c2, t, r in zip(b2, ts, rect)], params)
+        for i, (p, m, v) in enumerate(zip(params, ms, vs)):
+            if not any(rect):
+                p.addcmul_(m, plain[i])
+                continue
+            denom = v / bc2[i]  # sqrt(v/(1−β2^t)) + ε, in the port's order
+            denom.sqrt_()
+            denom.add_(self.constant("eps", tr["epsilon"], p))
+            if all(rect):
+                p.addcdiv_(m * rates[i], denom)
+            else:
+                p.copy_(torch.where(self.mask(rect, p), p.addcdiv(m * rates[i], denom), p.addcmul(m, plain[i])))
+
+
 def build_radam(params: Iterable[torch.nn.Parameter], hp: Mapping[str, Any]) -> torch.optim.Optimizer:
     """TFRAdam, or torch.optim.RAdam for ``semantics=torch`` (shared with lookahead_radam)."""
     if hp["semantics"] == "torch":
@@ -74,6 +120,7 @@ def build_radam(params: Iterable[torch.nn.Parameter], hp: Mapping[str, Any]) -> 
 class RAdam(OptimizerSpec):
     study_name = "RAdamOptimizer"
     hyperparameters = dict(Adam.hyperparameters)  # lr, β1, β2 drawn as Adam's (§2.2); ε fixed
+    cohort_rule = TFRAdamCohort
 
     @classmethod
     def build(cls, params: Iterable[torch.nn.Parameter], hp: Mapping[str, Any]) -> torch.optim.Optimizer:

@@ -18,6 +18,7 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
+from optimizers._cohort import CohortRule, Regrad, tf_semantics_only, zeros_state
 from optimizers._moments import MomentOptimizer
 from optimizers.base import (MOMENTUM_SPACE, OPTIMIZERS, Hyper, OptimizerSpec, beta, learning_rate, positive,
                              semantics)
@@ -57,6 +58,58 @@ class TFRMSProp(MomentOptimizer):
             torch._foreach_sub_(params, moms)
 
 
+class TFRMSPropCohort(CohortRule):
+    """Batched :class:`TFRMSProp` (ms₀ = 1, ε inside the root); ``centered`` and a non-zero momentum per trial (both
+    forms computed where the cohort mixes them, each trial's selected)."""
+
+    unsupported = staticmethod(tf_semantics_only)
+
+    def configure(self, hps: list[Mapping[str, Any]], params: list[torch.Tensor]) -> None:
+        self.trial = {"decay": [float(hp["decay"]) for hp in hps], "momentum": [float(hp["momentum"]) for hp in hps],
+                      "eps": [float(hp["epsilon"]) for hp in hps], "centered": [bool(hp["centered"]) for hp in hps]}
+        self.state = {"ms": [torch.ones_like(p) for p in params]}  # TF 1.x: ones_initializer
+        if any(self.trial["centered"]):
+            self.state["mg"] = zeros_state(params)
+        if any(m != 0.0 for m in self.trial["momentum"]):
+            self.state["mom"] = zeros_state(params)
+
+    def step(self, params: list[torch.Tensor], grads: list[torch.Tensor], lrs: list[float],
+             regrad: Regrad | None = None) -> None:
+        tr = self.trial
+        centered, moving = tr["centered"], [m != 0.0 for m in tr["momentum"]]
+        neg_lr = self.columns([-lr for lr in lrs], params)
+        pos_lr = self.columns(lrs, params) if any(moving) else neg_lr
+        for i, (p, g, ms) in enumerate(zip(params, grads, self.state["ms"])):
+            weight = self.constant("1-decay", [1.0 - d for d in tr["decay"]], p)
+            eps = self.constant("eps", tr["eps"], p)
+            ms.lerp_(g * g, weight)
+            if any(centered):
+                mg = self.state["mg"][i]
+                mg.lerp_(g, weight)
+                denom_c = torch.addcmul(ms, mg, mg, value=-1.0)
+                denom_c.add_(eps)
+            if not all(centered):
+                denom = ms + eps
+                if any(centered):
+                    denom = torch.where(self.mask(centered, p), denom_c, denom)
+            else:
+                denom = denom_c
+            denom.sqrt_()
+            if not any(moving):
+                p.addcdiv_(g * neg_lr[i], denom)
+                continue
+            mom = self.state["mom"][i]
+            mom_new = mom.mul(self.constant("momentum", tr["momentum"], p))
+            mom_new.addcdiv_(g * pos_lr[i], denom)
+            if all(moving):
+                mom.copy_(mom_new)
+                p.sub_(mom)
+            else:
+                mask = self.mask(moving, p)
+                mom.copy_(torch.where(mask, mom_new, mom))
+                p.copy_(torch.where(mask, p - mom, p.addcdiv(g * neg_lr[i], denom)))
+
+
 @OPTIMIZERS.register
 class RMSProp(OptimizerSpec):
     study_name = "RMSPropOptimizer"
@@ -68,6 +121,7 @@ class RMSProp(OptimizerSpec):
         "centered": Hyper(bool),
         "semantics": semantics(),
     }
+    cohort_rule = TFRMSPropCohort
 
     @classmethod
     def build(cls, params: Iterable[torch.nn.Parameter], hp: Mapping[str, Any]) -> torch.optim.Optimizer:

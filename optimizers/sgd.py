@@ -5,13 +5,24 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
+from optimizers._cohort import CohortRule, Regrad
 from optimizers.base import OPTIMIZERS, OptimizerSpec, learning_rate
+
+
+class SGDCohort(CohortRule):
+    """Batched torch SGD without momentum: ``θ.add_(g, alpha=−lr)`` per trial = ``θ.addcmul_(g, −lr column)``."""
+
+    def step(self, params: list[torch.Tensor], grads: list[torch.Tensor], lrs: list[float],
+             regrad: Regrad | None = None) -> None:
+        for p, g, neg_lr in zip(params, grads, self.columns([-lr for lr in lrs], params)):
+            p.addcmul_(g, neg_lr)
 
 
 @OPTIMIZERS.register
 class SGD(OptimizerSpec):
     study_name = "GradientDescentOptimizer"
     hyperparameters = {"learning_rate": learning_rate()}
+    cohort_rule = SGDCohort
 
     @classmethod
     def build(cls, params: Iterable[torch.nn.Parameter], hp: Mapping[str, Any]) -> torch.optim.Optimizer:
