@@ -1,0 +1,247 @@
+"""The cohort's run loop: ``bench.train._train`` for M trials at once, per trial exactly as a single run.
+
+Per trial: N+1 evaluations (one device→host transfer per epoch for the whole cohort), its own schedule object
+(plateau observes that trial's validation metric), the optimizer's epoch hook (momentum warm-up), epoch or step
+factors on its own base rate, divergence (the trial leaves the cohort with status ``diverged`` and its curves so
+far), steps and gradient evaluations, observers (``on_start``, ``on_epoch`` with that trial's flat parameters,
+``on_checkpoint``; a :class:`StopRun` takes just that trial out, unrecorded), and mid-run checkpoints of the whole
+cohort (every trial's curves and schedule, the stacked model and optimizer state, the data stream, every RNG) from
+which a re-run continues bit-identically. Records are the dispatcher's business (``bench.engine.run_group``).
+
+A trial's ``wall_time_s`` is its share of the cohort's time: each stretch of the program's time is divided among the
+trials training during it, so summed over a cell's trials it is the device time the cell cost.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable, Mapping, Sequence
+
+from bench import checkpoint as ckpt
+from bench.engine.cohort.program import Program, row_order
+from bench.observers import EpochInfo, RunStart, SafeObservers, StopRun
+from bench.schedules import SCHEDULES
+from bench.schedules.base import Schedule
+from bench.spec import RunSpec
+from bench.train import SPLITS, RunResult
+from optimizers import OPTIMIZERS, OptimizerSpec
+
+
+@dataclass
+class Trial:
+    spec: RunSpec
+    watchers: SafeObservers
+    schedule: Schedule
+    opt_cls: type[OptimizerSpec]
+    result: RunResult
+    outcome: RunResult | StopRun | None = None  # set when the trial has left the cohort
+    share: float = 0.0  # seconds of the cohort's time attributed to this trial
+
+    @property
+    def base_lr(self) -> float:
+        return float(self.spec.hyperparameters["learning_rate"])
+
+    @property
+    def per_step(self) -> bool:
+        return self.schedule.granularity == "step"
+
+
+class Clock:
+    """Divides the cohort's elapsed time among the trials active in each stretch."""
+
+    def __init__(self) -> None:
+        self.mark = time.perf_counter()
+
+    def charge(self, trials: Sequence[Trial]) -> None:
+        now = time.perf_counter()
+        if trials:
+            share = (now - self.mark) / len(trials)
+            for t in trials:
+                t.share += share
+        self.mark = now
+
+
+def run_cohort(specs: Sequence[RunSpec], build: Callable[[list[RunSpec]], Program], *, engine: str, device: str,
+               observers: Mapping[str, SafeObservers], checkpoints: ckpt.CheckpointStore | None,
+               deterministic: bool, key: str, identity: str) -> list[RunResult | StopRun]:
+    clock = Clock()
+    started = datetime.now(timezone.utc)
+    order = row_order(specs)
+    program = build([specs[i] for i in order])
+    num_epochs = specs[0].num_epochs
+    steps_per_epoch = program.problem.steps_per_epoch()
+    trials: list[Trial] = []
+    for i in order:
+        spec = specs[i]
+        schedule = SCHEDULES.get(spec.schedule)(num_epochs, steps_per_epoch, **spec.schedule_settings)
+        result = RunResult(spec=spec, status="completed", num_parameters=program.num_parameters(), device=device,
+                           started_at=started, has_accuracy=program.has_accuracy, engine=engine,
+                           deterministic=deterministic)
+        trials.append(Trial(spec, observers.get(spec.run_id) or SafeObservers(), schedule,
+                            OPTIMIZERS.get(spec.optimizer), result))
+    clock.charge(trials)
+    start_epoch, resumes = 0, 0
+    saved = checkpoints.load(key, identity) if checkpoints is not None else None
+    if saved is not None:
+        start_epoch, resumes = _restore(saved, trials, program)
+    active = [t for t in trials if t.outcome is None]
+    try:
+        _loop(program, trials, active, start_epoch, resumes, num_epochs, steps_per_epoch, clock, checkpoints, key,
+              identity, device, engine)
+    except BaseException as err:  # noqa: BLE001 - the trials' observers learn that the program went down
+        for t in trials:
+            if t.outcome is None:
+                t.watchers.on_stop(type(err).__name__)
+        raise
+    by_id = {t.spec.run_id: t.outcome for t in trials}
+    return [by_id[s.run_id] for s in specs]  # type: ignore[misc]
+
+
+def _loop(program: Program, trials: list[Trial], active: list[Trial], start_epoch: int, resumes: int,
+          num_epochs: int, steps_per_epoch: int, clock: Clock, checkpoints: ckpt.CheckpointStore | None, key: str,
+          identity: str, device: str, engine: str) -> None:
+    started_now: list[Trial] = []
+    for t in active:
+        t.result.resumes = resumes
+        try:
+            t.watchers.on_start(RunStart(spec=t.spec, start_epoch=start_epoch, num_parameters=t.result.num_parameters,
+                                         device=device, engine=engine, resumes=resumes,
+                                         curves=list(t.result.curves)))
+            started_now.append(t)
+        except StopRun as stop:
+            _stop(t, stop)
+    active = _keep(program, active, started_now)
+    has_accuracy = program.has_accuracy
+    metric = "accuracy" if has_accuracy else "loss"
+    last_saved_epoch, last_saved_at = start_epoch, time.monotonic()
+    for epoch in range(start_epoch, num_epochs + 1):
+        if not active:
+            return
+        values = program.evaluate().tolist()  # the epoch's one device→host transfer, all trials
+        clock.charge(active)
+        staying: list[Trial] = []
+        for row, t in enumerate(active):
+            metrics = _metrics(values[row], has_accuracy)
+            for split, vals in metrics.items():
+                t.result.curves.extend((epoch, split, m, v) for m, v in vals.items())
+            diverged = not all(math.isfinite(metrics[s]["loss"]) for s in SPLITS)
+            last = diverged or epoch == num_epochs
+            if not last:
+                t.schedule.observe(epoch, metrics["valid"][metric], has_accuracy)
+            factor = None if last else (t.schedule.factor(epoch) if not t.per_step else t.schedule.factor(epoch, 0))
+            if t.watchers:
+                try:
+                    t.watchers.on_epoch(epoch, metrics, EpochInfo(
+                        lr_factor=factor, steps=t.result.steps, flat_params=lambda r=row: program.flat_params(r)))
+                except StopRun as stop:
+                    _stop(t, stop)
+                    continue
+            if diverged:
+                t.result.status = "diverged"
+            if last:
+                _finish(t)
+                continue
+            staying.append(t)
+        active = _keep(program, active, staying)
+        if not active:
+            return
+        program.on_epoch(epoch, num_epochs)
+        factors = [None if t.per_step else t.schedule.factor(epoch) for t in active]
+        per_step = any(t.per_step for t in active)
+
+        def lrs_at(i: int, active: list[Trial] = active, factors: list = factors) -> list[float]:
+            if not per_step:
+                return [t.base_lr * f for t, f in zip(active, factors)]
+            return [t.base_lr * (t.schedule.factor(epoch, i) if f is None else f) for t, f in zip(active, factors)]
+
+        program.train_epoch(epoch, lrs_at)
+        for t in active:
+            t.result.steps += steps_per_epoch
+        clock.charge(active)
+        if checkpoints is not None and checkpoints.policy.due(epoch + 1 - last_saved_epoch,
+                                                              time.monotonic() - last_saved_at):
+            _save(checkpoints, key, identity, epoch + 1, program, trials, active, resumes)
+            last_saved_epoch, last_saved_at = epoch + 1, time.monotonic()
+            staying = []
+            for t in active:
+                try:
+                    t.watchers.on_checkpoint(epoch + 1)
+                    staying.append(t)
+                except StopRun as stop:
+                    _stop(t, stop)
+            if len(staying) != len(active):
+                active = _keep(program, active, staying)
+                _save(checkpoints, key, identity, epoch + 1, program, trials, active, resumes)
+
+
+def _metrics(row: list[float], has_accuracy: bool) -> dict[str, dict[str, float]]:
+    if has_accuracy:
+        return {s: {"loss": row[2 * i], "accuracy": row[2 * i + 1]} for i, s in enumerate(SPLITS)}
+    return {s: {"loss": row[i]} for i, s in enumerate(SPLITS)}
+
+
+def _keep(program: Program, active: list[Trial], staying: list[Trial]) -> list[Trial]:
+    if len(staying) == len(active):
+        return active
+    kept = set(id(t) for t in staying)
+    rows = [r for r, t in enumerate(active) if id(t) in kept]
+    if rows:
+        program.select(rows)
+    return [active[r] for r in rows]
+
+
+def _stop(t: Trial, stop: StopRun) -> None:
+    t.outcome = stop
+    t.watchers.on_stop("StopRun")
+
+
+def _finish(t: Trial) -> None:
+    r = t.result
+    closure_calls = r.steps * t_passes(t) if t.opt_cls.needs_closure else 0
+    r.grad_evals = t.opt_cls.grad_evals(t.spec.hyperparameters, r.steps, closure_calls)
+    r.wall_time_s = t.share
+    r.finished_at = datetime.now(timezone.utc)
+    t.outcome = r
+
+
+def t_passes(t: Trial) -> int:
+    rule = t.opt_cls.cohort_rule
+    return int(getattr(rule, "passes", 1))
+
+
+def _save(store: ckpt.CheckpointStore, key: str, identity: str, next_epoch: int, program: Program,
+          trials: list[Trial], active: list[Trial], resumes: int) -> None:
+    per_trial: dict[str, Any] = {}
+    for t in trials:
+        outcome: Any = None
+        if isinstance(t.outcome, StopRun):
+            outcome = ("stopped", t.outcome.epoch)
+        elif t.outcome is not None:
+            outcome = ("finished", t.outcome)
+        per_trial[t.spec.run_id] = {"curves": list(t.result.curves), "steps": t.result.steps,
+                                    "schedule": t.schedule.state_dict(), "share": t.share,
+                                    "started_at": t.result.started_at, "resumes": t.result.resumes,
+                                    "outcome": outcome}
+    store.save(key, identity, {"next_epoch": next_epoch, "program": program.state_dict(), "rng": ckpt.rng_state(),
+                               "active": [t.spec.run_id for t in active], "resumes": resumes, "trials": per_trial})
+
+
+def _restore(saved: dict[str, Any], trials: list[Trial], program: Program) -> tuple[int, int]:
+    for t in trials:
+        s = saved["trials"][t.spec.run_id]
+        t.result.curves = list(s["curves"])
+        t.result.steps = s["steps"]
+        t.result.started_at = s["started_at"]
+        t.result.resumes = s["resumes"]
+        t.share = s["share"]
+        t.schedule.load_state_dict(s["schedule"])
+        if s["outcome"] is not None:
+            kind, value = s["outcome"]
+            t.outcome = StopRun(value) if kind == "stopped" else value
+    rows = {t.spec.run_id: r for r, t in enumerate(trials)}
+    program.select(sorted(rows[rid] for rid in saved["active"]))
+    program.load_state_dict(saved["program"])
+    ckpt.set_rng_state(saved["rng"])
+    return saved["next_epoch"], saved["resumes"] + 1
