@@ -59,6 +59,7 @@ class Program:
         self.params: list[Tensor] = []
         self.groups: list[Group] = []
         self.random_forward = True  # whether a forward pass draws from the global RNG (subclasses know)
+        self.forward_updates_state = True  # whether a training pass changes buffers (batch-norm statistics)
 
     # ------------------------------------------------------------------------------------------- to implement
     @property
@@ -127,7 +128,10 @@ class Program:
             d = g.rule.discards_gradient()
             if d is not None:
                 discard[g.start:g.stop] = d
-        rows = list(range(self.size)) if self.random_forward else [r for r in range(self.size) if not discard[r]]
+        if self.random_forward or self.forward_updates_state:  # the pass itself is part of the single run's state
+            rows = list(range(self.size))
+        else:
+            rows = [r for r in range(self.size) if not discard[r]]
         grads = self.gradients(batch, rows)
         with torch.no_grad():
             for g in self.groups:

@@ -40,6 +40,7 @@ class QuadraticProgram(Program):
         self._num_parameters = self.problem.num_parameters(model)
         self.hessian = model.hessian.detach()
         self.random_forward = False
+        self.forward_updates_state = False
         self.params = [model.theta.detach().unsqueeze(0).repeat(self.size, 1).contiguous()]
         self.build_groups()
 
