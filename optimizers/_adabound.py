@@ -20,9 +20,10 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar, Iterable, Mapping
 
+import numpy as np
 import torch
 
-from optimizers._cohort import CohortRule, Regrad, zeros_state
+from optimizers._cohort import CohortRule, Regrad, flags, floats, power, zeros_state
 from optimizers._moments import MomentOptimizer, update_moments
 from optimizers.base import (BETA1_SPACE, BETA2_SPACE, Hyper, LogUniform, OptimizerSpec, beta, learning_rate,
                              positive, semantics)
@@ -85,32 +86,35 @@ class AdaBoundCohort(CohortRule):
 
     def configure(self, hps: list[Mapping[str, Any]], params: list[torch.Tensor]) -> None:
         self.amsbound = bool(getattr(self.spec_cls, "amsbound", False))
-        self.trial = {name: [float(hp[name]) for hp in hps]
+        self.trial = {name: floats(hps, name)
                       for name in ("beta1", "beta2", "epsilon", "final_lr", "gamma", "learning_rate")}
-        self.trial["scale_final_lr"] = [hp["semantics"] == "torch" for hp in hps]
-        self.trial["t"] = [0] * len(hps)
+        self.trial["scale_final_lr"] = flags([hp["semantics"] == "torch" for hp in hps])
+        self.trial["t"] = np.zeros(len(hps), dtype=np.int64)
         self.state = {"m": zeros_state(params), "v": zeros_state(params)}
         if self.amsbound:
             self.state["v_hat"] = zeros_state(params)
 
-    def step(self, params: list[torch.Tensor], grads: list[torch.Tensor], lrs: list[float],
+    def step(self, params: list[torch.Tensor], grads: list[torch.Tensor], lrs: np.ndarray,
              regrad: Regrad | None = None) -> None:
         tr = self.trial
-        tr["t"] = [t + 1 for t in tr["t"]]
+        tr["t"] = t = tr["t"] + 1
         b1, b2 = tr["beta1"], tr["beta2"]
         ms, vs = self.state["m"], self.state["v"]
         for p, g, m, v in zip(params, grads, ms, vs):  # update_moments
-            m.lerp_(g, self.constant("1-b1", [1.0 - b for b in b1], p))
+            m.lerp_(g, self.constant("1-b1", 1.0 - b1, p))
             v.mul_(self.constant("b2", b2, p))
-            v.addcmul_(g * self.constant("1-b2", [1.0 - b for b in b2], p), g)
+            v.addcmul_(g * self.constant("1-b2", 1.0 - b2, p), g)
         if self.amsbound:
             for v_hat, v in zip(self.state["v_hat"], vs):
                 torch.maximum(v_hat, v, out=v_hat)
             vs = self.state["v_hat"]
-        lr_t = [lr * math.sqrt(1.0 - c2**t) / (1.0 - c1**t) for lr, c1, c2, t in zip(lrs, b1, b2, tr["t"])]
-        finals = [fl * lr / base if scale and base != 0.0 else fl
-                  for fl, lr, base, scale in zip(tr["final_lr"], lrs, tr["learning_rate"], tr["scale_final_lr"])]
-        lows, highs = zip(*(bounds(f, gm, t) for f, gm, t in zip(finals, tr["gamma"], tr["t"])))
+        lr_t = lrs * np.sqrt(1.0 - power(b2, t)) / (1.0 - power(b1, t))
+        base = tr["learning_rate"]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            finals = np.where(tr["scale_final_lr"] & (base != 0.0), tr["final_lr"] * lrs / base, tr["final_lr"])
+        gamma = tr["gamma"]
+        lows = finals * (1.0 - 1.0 / (gamma * t + 1.0))  # bounds(), per trial
+        highs = finals * (1.0 + 1.0 / (gamma * t))
         cols_lr, cols_low, cols_high = (self.columns(x, params) for x in (lr_t, lows, highs))
         for i, (p, m, v) in enumerate(zip(params, ms, vs)):
             eta = torch.sqrt(v)  # η = lr_t / (sqrt(v) + ε)

@@ -2,7 +2,9 @@
 leading trial dimension (``bench.engine.cohort`` trains a tuning cell's trials as one program).
 
 A rule holds, per parameter, the group's optimizer state stacked the same way (shape ``(M, *param.shape)``) and, per
-trial, its hyperparameters and counters as python values. Each optimizer module declares its rule next to the
+trial, its hyperparameters and counters (numpy arrays of length M: the per-step scalar maths runs vectorised, in
+float64 with the python expressions' operation order, and powers through python's own ``pow``, so every value is
+the python double the single run computes). Each optimizer module declares its rule next to the
 single-run class (``OptimizerSpec.cohort_rule``); an optimizer without one trains alone.
 
 **Equal to the single run, bit for bit on the CPU.** A rule applies the single optimizer's own kernels, in the same
@@ -24,8 +26,10 @@ the rows concerned only (``take``/``put``).
 from __future__ import annotations
 
 import copy
+import itertools
 from typing import Any, Callable, ClassVar, Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -36,7 +40,7 @@ Regrad = Callable[[], list[Tensor]]
 class CohortRule:
     """Batched form of one optimizer for a group of M trials (rows 0..M-1 of every stacked tensor).
 
-    ``trial``: per-trial python values (hyperparameters, step counts), lists of length M.
+    ``trial``: per-trial values (hyperparameters, step counts) as numpy arrays of length M.
     ``state``: per-parameter stacked tensors, name → list (one per parameter, in ``model.parameters()`` order).
     ``children``: nested rules (Lookahead's inner optimizer, SAM's base), selected and saved with this one.
     """
@@ -46,7 +50,7 @@ class CohortRule:
     def __init__(self, spec_cls: type, hps: Sequence[Mapping[str, Any]], params: Sequence[Tensor]) -> None:
         self.spec_cls = spec_cls
         self.size = len(hps)
-        self.trial: dict[str, list[Any]] = {}
+        self.trial: dict[str, np.ndarray] = {}
         self.state: dict[str, list[Tensor]] = {}
         self.children: dict[str, CohortRule] = {}
         self._cache: dict[Any, Tensor] = {}
@@ -64,29 +68,34 @@ class CohortRule:
     def on_epoch(self, epoch: int, num_epochs: int) -> None:
         """The single run's ``OptimizerSpec.on_epoch`` (momentum warm-up), per trial."""
 
-    def discards_gradient(self) -> list[bool] | None:
+    def discards_gradient(self) -> np.ndarray | None:
         """Per trial: whether the next step computes a gradient only to discard it (Lookahead's sync calls).
 
         The engine may then skip that gradient (where the forward pass draws no random numbers)."""
         return None
 
-    def step(self, params: list[Tensor], grads: list[Tensor], lrs: list[float], regrad: Regrad | None = None) -> None:
-        """One step of every trial: ``params``/``grads`` stacked (M, ...), updated in place; ``lrs`` the rate each
-        trial's param groups hold now (base rate × schedule factor, as the run loop sets ``group['lr']``)."""
+    def step(self, params: list[Tensor], grads: list[Tensor], lrs: np.ndarray, regrad: Regrad | None = None) -> None:
+        """One step of every trial: ``params``/``grads`` stacked (M, ...), updated in place; ``lrs`` (float64, M) the
+        rate each trial's param groups hold now (base rate × schedule factor, as the run loop sets ``group['lr']``)."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------------------------------------- helpers
-    def column(self, values: Sequence[float], like: Tensor) -> Tensor:
+    def column(self, values: Any, like: Tensor) -> Tensor:
         """Per-trial scalars as a (M, 1, ..., 1) tensor of ``like``'s dtype and device (each value rounded once)."""
-        base = torch.tensor(list(values), dtype=like.dtype, device=like.device)
-        return base.view(-1, *([1] * (like.ndim - 1)))
+        return self.columns(values, [like])[0]
 
-    def columns(self, values: Sequence[float], params: Sequence[Tensor]) -> list[Tensor]:
+    def columns(self, values: Any, params: Sequence[Tensor]) -> list[Tensor]:
         """One column per parameter (views of one tensor): ``values`` broadcast against each stacked parameter."""
-        base = torch.tensor(list(values), dtype=params[0].dtype, device=params[0].device)
+        like = params[0]
+        np_dtype = _NUMPY.get(like.dtype)
+        if np_dtype is None:
+            base = torch.tensor(np.asarray(values, dtype=np.float64).tolist(), dtype=like.dtype)
+        else:
+            base = torch.from_numpy(np.ascontiguousarray(values, dtype=np_dtype))
+        base = base.to(like.device)
         return [base.view(-1, *([1] * (p.ndim - 1))) for p in params]
 
-    def constant(self, name: str, values: Sequence[float], like: Tensor) -> Tensor:
+    def constant(self, name: str, values: Any, like: Tensor) -> Tensor:
         """A column that does not change between steps (cached per name and rank)."""
         key = (name, like.ndim, like.dtype, like.device)
         col = self._cache.get(key)
@@ -94,66 +103,88 @@ class CohortRule:
             col = self._cache[key] = self.column(values, like)
         return col
 
-    def mask(self, flags: Sequence[bool], like: Tensor) -> Tensor:
-        return torch.tensor(list(flags), dtype=torch.bool, device=like.device).view(-1, *([1] * (like.ndim - 1)))
+    def mask(self, flags: Any, like: Tensor) -> Tensor:
+        base = torch.from_numpy(np.ascontiguousarray(flags, dtype=bool)).to(like.device)
+        return base.view(-1, *([1] * (like.ndim - 1)))
 
     # ----------------------------------------------------------------------------------------- rows and state
-    def select(self, rows: Sequence[int]) -> None:
+    def _index(self, rows: Sequence[int]) -> Tensor | None:
+        for tensors in self.state.values():
+            if tensors:
+                return torch.as_tensor(rows, dtype=torch.long).to(tensors[0].device)
+        return None
+
+    def select(self, rows: Sequence[int], idx: Tensor | None = None) -> None:
         """Keep the trials ``rows`` (in that order), e.g. when others leave the cohort."""
         rows = list(rows)
-        for name, tensors in self.state.items():
-            if tensors:
-                idx = torch.tensor(rows, dtype=torch.long, device=tensors[0].device)
-                self.state[name] = [t.index_select(0, idx) for t in tensors]
-        self.trial = {k: [v[r] for r in rows] for k, v in self.trial.items()}
+        idx = self._index(rows) if idx is None else idx
+        self.state = {name: [t.index_select(0, idx) for t in tensors] for name, tensors in self.state.items()}
+        self.trial = {k: v[rows] for k, v in self.trial.items()}
         for child in self.children.values():
-            child.select(rows)
+            child.select(rows, idx)
         self.size = len(rows)
         self._cache = {}
 
-    def take(self, rows: Sequence[int]) -> CohortRule:
+    def take(self, rows: Sequence[int], idx: Tensor | None = None) -> CohortRule:
         """A rule for the trials ``rows`` only (state gathered); ``put`` writes it back."""
+        rows = list(rows)
+        idx = self._index(rows) if idx is None else idx
         sub = copy.copy(self)
-        sub.state = {k: list(v) for k, v in self.state.items()}
-        sub.trial = {k: list(v) for k, v in self.trial.items()}
-        sub.children = {k: c.take(rows) for k, c in self.children.items()}
+        sub.state = {name: [t.index_select(0, idx) for t in tensors] for name, tensors in self.state.items()}
+        sub.trial = {k: v[rows] for k, v in self.trial.items()}
+        sub.children = {k: c.take(rows, idx) for k, c in self.children.items()}
         sub._cache = {}
-        for name, tensors in sub.state.items():  # gathered copies
-            if tensors:
-                idx = torch.tensor(list(rows), dtype=torch.long, device=tensors[0].device)
-                sub.state[name] = [t.index_select(0, idx) for t in tensors]
-        sub.trial = {k: [v[r] for r in rows] for k, v in self.trial.items()}
         sub.size = len(rows)
         return sub
 
-    def put(self, rows: Sequence[int], sub: CohortRule) -> None:
+    def put(self, rows: Sequence[int], sub: CohortRule, idx: Tensor | None = None) -> None:
         rows = list(rows)
+        idx = self._index(rows) if idx is None else idx
         for name, tensors in self.state.items():
-            if tensors:
-                idx = torch.tensor(rows, dtype=torch.long, device=tensors[0].device)
-                for t, s in zip(tensors, sub.state[name]):
-                    t.index_copy_(0, idx, s)
+            for t, s in zip(tensors, sub.state[name]):
+                t.index_copy_(0, idx, s)
         for k, values in self.trial.items():
-            for r, v in zip(rows, sub.trial[k]):
-                values[r] = v
+            values[rows] = sub.trial[k]
         for name, child in self.children.items():
-            child.put(rows, sub.children[name])
+            child.put(rows, sub.children[name], idx)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"trial": copy.deepcopy(self.trial),
+        return {"trial": {k: v.copy() for k, v in self.trial.items()},
                 "state": {k: [t.detach().clone() for t in v] for k, v in self.state.items()},
                 "children": {k: c.state_dict() for k, c in self.children.items()}}
 
     def load_state_dict(self, saved: Mapping[str, Any], device: torch.device) -> None:
-        self.trial = copy.deepcopy(dict(saved["trial"]))
+        self.trial = {k: np.array(v, copy=True) for k, v in saved["trial"].items()}
         self.state = {k: [t.to(device, copy=True) for t in v] for k, v in saved["state"].items()}
         for name, child in self.children.items():
             child.load_state_dict(saved["children"][name], device)
-        self.size = len(next(iter(self.trial.values()))) if self.trial else self.size
+        if self.trial:
+            self.size = len(next(iter(self.trial.values())))
         self._cache = {}
 
 
-def step_rows(rule: CohortRule, params: list[Tensor], grads: list[Tensor], lrs: list[float], rows: Sequence[int],
+_NUMPY = {torch.float32: np.float32, torch.float64: np.float64, torch.float16: np.float16}
+
+
+def floats(hps: Sequence[Mapping[str, Any]], name: str) -> np.ndarray:
+    """A hyperparameter of every trial as float64 (the python float each single optimizer holds)."""
+    return np.array([float(hp[name]) for hp in hps], dtype=np.float64)
+
+
+def flags(values: Sequence[Any]) -> np.ndarray:
+    return np.array([bool(v) for v in values], dtype=bool)
+
+
+def power(base: np.ndarray, exponent: Any) -> np.ndarray:
+    """``base ** exponent`` per trial through python's own ``pow`` (numpy's may use SIMD code that rounds otherwise)."""
+    exps = np.asarray(exponent)
+    if exps.ndim == 0 or (exps == exps.flat[0]).all():
+        value = exps.flat[0].item()
+        return np.fromiter(map(pow, base.tolist(), itertools.repeat(value)), dtype=np.float64, count=base.shape[0])
+    return np.fromiter(map(pow, base.tolist(), exps.tolist()), dtype=np.float64, count=base.shape[0])
+
+
+def step_rows(rule: CohortRule, params: list[Tensor], grads: list[Tensor], lrs: np.ndarray, rows: Sequence[int],
               regrad: Regrad | None = None) -> None:
     """``rule.step`` for the trials ``rows`` only; the other trials' parameters and state stay as they are."""
     rows = list(rows)
@@ -162,13 +193,13 @@ def step_rows(rule: CohortRule, params: list[Tensor], grads: list[Tensor], lrs: 
     if len(rows) == rule.size:
         rule.step(params, grads, lrs, regrad)
         return
-    idx = torch.tensor(rows, dtype=torch.long, device=params[0].device)
-    sub = rule.take(rows)
+    idx = torch.as_tensor(rows, dtype=torch.long).to(params[0].device)
+    sub = rule.take(rows, idx)
     sub_params = [p.index_select(0, idx) for p in params]
     sub_grads = [g.index_select(0, idx) for g in grads]
     sub_regrad = None if regrad is None else (lambda: [g.index_select(0, idx) for g in regrad()])
-    sub.step(sub_params, sub_grads, [lrs[r] for r in rows], sub_regrad)
-    rule.put(rows, sub)
+    sub.step(sub_params, sub_grads, lrs[rows], sub_regrad)
+    rule.put(rows, sub, idx)
     for p, s in zip(params, sub_params):
         p.index_copy_(0, idx, s)
 

@@ -39,10 +39,11 @@ from __future__ import annotations
 from collections import OrderedDict, defaultdict
 from typing import Any, Callable, ClassVar, Mapping
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from optimizers._cohort import CohortRule, Regrad, step_rows
+from optimizers._cohort import CohortRule, Regrad, flags, floats, step_rows
 from optimizers.base import Hyper, LogUniform, RandInt
 
 K_SPACE = RandInt(1, 20)  # scipy.stats.randint(1, 20): k in 1..19 (§2.2)
@@ -168,32 +169,31 @@ class LookaheadCohort(CohortRule):
     inner_rule: ClassVar[type[CohortRule]]
 
     def configure(self, hps: list[Mapping[str, Any]], params: list[Tensor]) -> None:
-        self.trial = {"k": [int(hp["k"]) for hp in hps], "alpha": [float(hp["alpha"]) for hp in hps],
-                      "sync": [hp["sync"] for hp in hps], "calls": [0] * len(hps)}
+        self.trial = {"k": np.array([int(hp["k"]) for hp in hps], dtype=np.int64), "alpha": floats(hps, "alpha"),
+                      "replace": flags([hp["sync"] == "replace" for hp in hps]),
+                      "calls": np.zeros(len(hps), dtype=np.int64)}
         self.state = {"slow": [p.detach().clone() for p in params]}  # φ₀ = θ₀
         self.children = {"inner": self.inner_rule(self.spec_cls, hps, params)}
 
     def on_epoch(self, epoch: int, num_epochs: int) -> None:
         self.children["inner"].on_epoch(epoch, num_epochs)
 
-    def discards_gradient(self) -> list[bool] | None:
+    def discards_gradient(self) -> np.ndarray | None:
         tr = self.trial
-        return [s == "replace" and n % k == 0 for s, n, k in zip(tr["sync"], tr["calls"], tr["k"])]
+        return tr["replace"] & (tr["calls"] % tr["k"] == 0)
 
-    def step(self, params: list[Tensor], grads: list[Tensor], lrs: list[float], regrad: Regrad | None = None) -> None:
+    def step(self, params: list[Tensor], grads: list[Tensor], lrs: np.ndarray, regrad: Regrad | None = None) -> None:
         tr = self.trial
-        replace_sync = self.discards_gradient() or []
-        inner_rows = [r for r in range(self.size) if not replace_sync[r]]
-        step_rows(self.children["inner"], params, grads, lrs, inner_rows)
-        sync = [rs or (s == "after" and (n + 1) % k == 0)
-                for rs, s, n, k in zip(replace_sync, tr["sync"], tr["calls"], tr["k"])]
-        self.synchronise(params, [r for r in range(self.size) if sync[r]])
-        tr["calls"] = [n + 1 for n in tr["calls"]]
+        replace_sync = self.discards_gradient()
+        step_rows(self.children["inner"], params, grads, lrs, np.flatnonzero(~replace_sync).tolist())
+        sync = replace_sync | (~tr["replace"] & ((tr["calls"] + 1) % tr["k"] == 0))
+        self.synchronise(params, np.flatnonzero(sync).tolist())
+        tr["calls"] = tr["calls"] + 1
 
     def synchronise(self, params: list[Tensor], rows: list[int]) -> None:
         if not rows:
             return
-        alpha = [self.trial["alpha"][r] for r in rows]
+        alpha = self.trial["alpha"][rows]
         if len(rows) == self.size:
             for p, slow, a in zip(params, self.state["slow"], self.columns(alpha, params)):
                 diff = p - slow

@@ -20,10 +20,11 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Mapping
 
+import numpy as np
 import torch
 from pytorch_optimizer import AdaBelief as _AdaBelief
 
-from optimizers._cohort import CohortRule, Regrad, zeros_state
+from optimizers._cohort import CohortRule, Regrad, floats, power, zeros_state
 from optimizers.base import OPTIMIZERS, OptimizerSpec, adam_family
 
 
@@ -32,24 +33,24 @@ class AdaBeliefCohort(CohortRule):
     device): ``lerp`` m; s ← β2·s + (1−β2)·(g−m)² + ε; ``sqrt``, ``div`` √(1−β2^t), ``add`` ε; ``addcdiv``."""
 
     def configure(self, hps: list[Mapping[str, Any]], params: list[torch.Tensor]) -> None:
-        self.trial = {"beta1": [float(hp["beta1"]) for hp in hps], "beta2": [float(hp["beta2"]) for hp in hps],
-                      "eps": [float(hp["epsilon"]) for hp in hps], "step": [0] * len(hps)}
+        self.trial = {"beta1": floats(hps, "beta1"), "beta2": floats(hps, "beta2"), "eps": floats(hps, "epsilon"),
+                      "step": np.zeros(len(hps), dtype=np.int64)}
         self.state = {"exp_avg": zeros_state(params), "exp_avg_var": zeros_state(params)}
 
-    def step(self, params: list[torch.Tensor], grads: list[torch.Tensor], lrs: list[float],
+    def step(self, params: list[torch.Tensor], grads: list[torch.Tensor], lrs: np.ndarray,
              regrad: Regrad | None = None) -> None:
         tr = self.trial
-        tr["step"] = [s + 1 for s in tr["step"]]
+        tr["step"] = t = tr["step"] + 1
         b1, b2 = tr["beta1"], tr["beta2"]
-        step_size = [lr / (1 - c1**t) for lr, c1, t in zip(lrs, b1, tr["step"])]  # lr / debias(β1, t)
-        bc2_sq = [math.sqrt(1 - c2**t) for c2, t in zip(b2, tr["step"])]
-        neg_step, bc2 = self.columns([-s for s in step_size], params), self.columns(bc2_sq, params)
+        step_size = lrs / (1 - power(b1, t))  # lr / debias(β1, t)
+        bc2_sq = np.sqrt(1 - power(b2, t))
+        neg_step, bc2 = self.columns(-step_size, params), self.columns(bc2_sq, params)
         for i, (p, g, m, s) in enumerate(zip(params, grads, self.state["exp_avg"], self.state["exp_avg_var"])):
             eps = self.constant("eps", tr["eps"], p)
-            m.lerp_(g, self.constant("1-b1", [1.0 - b for b in b1], p))
+            m.lerp_(g, self.constant("1-b1", 1.0 - b1, p))
             residual = g - m
             s.mul_(self.constant("b2", b2, p))
-            s.addcmul_(residual * self.constant("1-b2", [1.0 - b for b in b2], p), residual)
+            s.addcmul_(residual * self.constant("1-b2", 1.0 - b2, p), residual)
             s.add_(eps)
             denom = torch.sqrt(s)
             denom.div_(bc2[i])

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
+import numpy as np
 import torch
 
-from optimizers._cohort import CohortRule, Regrad, zeros_state
+from optimizers._cohort import CohortRule, Regrad, floats, zeros_state
 from optimizers.base import MOMENTUM_SPACE, OPTIMIZERS, OptimizerSpec, beta, learning_rate, positive
 
 
@@ -26,15 +27,15 @@ class AdadeltaCohort(CohortRule):
     operand and −lr into ``addcmul_`` in place of ``add_(alpha)``."""
 
     def configure(self, hps: list[Mapping[str, Any]], params: list[torch.Tensor]) -> None:
-        self.trial = {"rho": [float(hp["rho"]) for hp in hps], "eps": [float(hp["epsilon"]) for hp in hps]}
+        self.trial = {"rho": floats(hps, "rho"), "eps": floats(hps, "epsilon")}
         self.state = {"square_avg": zeros_state(params), "acc_delta": zeros_state(params)}
 
-    def step(self, params: list[torch.Tensor], grads: list[torch.Tensor], lrs: list[float],
+    def step(self, params: list[torch.Tensor], grads: list[torch.Tensor], lrs: np.ndarray,
              regrad: Regrad | None = None) -> None:
         rho = self.trial["rho"]
         for p, g, sq, acc, neg in zip(params, grads, self.state["square_avg"], self.state["acc_delta"],
-                                      self.columns([-lr for lr in lrs], params)):
-            r, w, eps = (self.constant(n, v, p) for n, v in (("rho", rho), ("1-rho", [1 - x for x in rho]),
+                                      self.columns(-lrs, params)):
+            r, w, eps = (self.constant(n, v, p) for n, v in (("rho", rho), ("1-rho", 1 - rho),
                                                               ("eps", self.trial["eps"])))
             sq.mul_(r).addcmul_(g * w, g)
             std = sq.add(eps).sqrt_()

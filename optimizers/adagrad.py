@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
+import numpy as np
 import torch
 
-from optimizers._cohort import CohortRule, Regrad
+from optimizers._cohort import CohortRule, Regrad, floats
 from optimizers.base import OPTIMIZERS, Hyper, HyperparameterError, OptimizerSpec, learning_rate, semantics
 
 TORCH_EPS = 1e-10  # torch.optim.Adagrad's default eps
@@ -24,17 +25,17 @@ class AdagradCohort(CohortRule):
     (0 for TF semantics), ``addcmul_(g, g, value=1)``, ``sqrt().add_(ε)``, ``addcdiv_`` with −clr folded in."""
 
     def configure(self, hps: list[Mapping[str, Any]], params: list[torch.Tensor]) -> None:
-        self.trial = {"initial": [float(hp["initial_accumulator_value"]) for hp in hps],
-                      "eps": [0.0 if hp["semantics"] == "tf" else TORCH_EPS for hp in hps],
-                      "step": [0.0] * len(hps)}
+        self.trial = {"initial": floats(hps, "initial_accumulator_value"),
+                      "eps": np.array([0.0 if hp["semantics"] == "tf" else TORCH_EPS for hp in hps]),
+                      "step": np.zeros(len(hps), dtype=np.float64)}
         self.state = {"sum": [self.column(self.trial["initial"], p).expand_as(p).clone() for p in params]}
 
-    def step(self, params: list[torch.Tensor], grads: list[torch.Tensor], lrs: list[float],
+    def step(self, params: list[torch.Tensor], grads: list[torch.Tensor], lrs: np.ndarray,
              regrad: Regrad | None = None) -> None:
         tr = self.trial
-        tr["step"] = [s + 1.0 for s in tr["step"]]  # torch's float32 step tensor, read with .item()
-        clr = [lr / (1 + (step - 1) * 0.0) for lr, step in zip(lrs, tr["step"])]  # lr_decay = 0
-        for p, g, acc, neg in zip(params, grads, self.state["sum"], self.columns([-c for c in clr], params)):
+        tr["step"] = tr["step"] + 1.0  # torch's float32 step tensor, read with .item()
+        clr = lrs / (1 + (tr["step"] - 1) * 0.0)  # lr_decay = 0
+        for p, g, acc, neg in zip(params, grads, self.state["sum"], self.columns(-clr, params)):
             acc.addcmul_(g, g, value=1)
             std = acc.sqrt().add_(self.constant("eps", tr["eps"], p))
             p.addcdiv_(g * neg, std)

@@ -10,9 +10,10 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Mapping
 
+import numpy as np
 import torch
 
-from optimizers._cohort import CohortRule, Regrad, tf_semantics_only, zeros_state
+from optimizers._cohort import CohortRule, Regrad, floats, power, tf_semantics_only, zeros_state
 from optimizers._moments import MomentOptimizer, update_moments
 from optimizers.base import OPTIMIZERS, OptimizerSpec, adam_family, semantics
 
@@ -49,22 +50,22 @@ class TFAdamCohort(CohortRule):
     unsupported = staticmethod(tf_semantics_only)
 
     def configure(self, hps: list[Mapping[str, Any]], params: list[torch.Tensor]) -> None:
-        self.trial = {"beta1": [float(hp["beta1"]) for hp in hps], "beta2": [float(hp["beta2"]) for hp in hps],
-                      "epsilon": [float(hp["epsilon"]) for hp in hps], "t": [0] * len(hps)}
+        self.trial = {"beta1": floats(hps, "beta1"), "beta2": floats(hps, "beta2"), "epsilon": floats(hps, "epsilon"),
+                      "t": np.zeros(len(hps), dtype=np.int64)}
         self.state = {"m": zeros_state(params), "v": zeros_state(params)}
 
-    def step(self, params: list[torch.Tensor], grads: list[torch.Tensor], lrs: list[float],
+    def step(self, params: list[torch.Tensor], grads: list[torch.Tensor], lrs: np.ndarray,
              regrad: Regrad | None = None) -> None:
         tr = self.trial
-        tr["t"] = [t + 1 for t in tr["t"]]
+        tr["t"] = t = tr["t"] + 1
         b1, b2 = tr["beta1"], tr["beta2"]
         ms, vs = self.state["m"], self.state["v"]
         for p, g, m, v in zip(params, grads, ms, vs):  # update_moments
-            m.lerp_(g, self.constant("1-b1", [1.0 - b for b in b1], p))
+            m.lerp_(g, self.constant("1-b1", 1.0 - b1, p))
             v.mul_(self.constant("b2", b2, p))
-            v.addcmul_(g * self.constant("1-b2", [1.0 - b for b in b2], p), g)
-        lr_t = [lr * math.sqrt(1.0 - c2**t) / (1.0 - c1**t) for lr, c1, c2, t in zip(lrs, b1, b2, tr["t"])]
-        neg_lr_t = self.columns([-x for x in lr_t], params)
+            v.addcmul_(g * self.constant("1-b2", 1.0 - b2, p), g)
+        lr_t = lrs * np.sqrt(1.0 - power(b2, t)) / (1.0 - power(b1, t))
+        neg_lr_t = self.columns(-lr_t, params)
         for i, (p, g, m, d) in enumerate(zip(params, grads, ms, self.denominator_moments(vs))):
             denom = torch.sqrt(d)
             denom.add_(self.constant("eps", tr["epsilon"], p))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, ClassVar, Iterable, Mapping
 
+import numpy as np
 import torch
 
 from optimizers._cohort import CohortRule, Regrad, zeros_state
@@ -60,47 +61,49 @@ class MomentumCohort(CohortRule):
     def configure(self, hps: list[Mapping[str, Any]], params: list[torch.Tensor]) -> None:
         self.nesterov = bool(getattr(self.spec_cls, "nesterov", False))
         self.trial = {
-            "target": [float(hp.get("momentum", 0.0)) for hp in hps],
-            "start": [float(hp.get("momentum_warmup_start", 0.0)) for hp in hps],
-            "warmup_epochs": [int(hp.get("momentum_warmup_epochs", 0)) for hp in hps],
-            "has_buf": [False] * len(hps),
+            "target": np.array([float(hp.get("momentum", 0.0)) for hp in hps]),
+            "start": np.array([float(hp.get("momentum_warmup_start", 0.0)) for hp in hps]),
+            "warmup_epochs": np.array([int(hp.get("momentum_warmup_epochs", 0)) for hp in hps], dtype=np.int64),
+            "has_buf": np.zeros(len(hps), dtype=bool),
         }
         self.on_epoch(0, 0)
         self.state = {"buf": zeros_state(params)}
 
     def on_epoch(self, epoch: int, num_epochs: int) -> None:
         t = self.trial
-        t["momentum"] = [warmup_momentum(epoch, m, s, w) for m, s, w in zip(t["target"], t["start"],
-                                                                             t["warmup_epochs"])]
+        t["momentum"] = np.array([warmup_momentum(epoch, m, s, w) for m, s, w in
+                                  zip(t["target"].tolist(), t["start"].tolist(), t["warmup_epochs"].tolist())],
+                                 dtype=np.float64).reshape(-1)
 
-    def step(self, params: list[torch.Tensor], grads: list[torch.Tensor], lrs: list[float],
+    def step(self, params: list[torch.Tensor], grads: list[torch.Tensor], lrs: np.ndarray,
              regrad: Regrad | None = None) -> None:
         t = self.trial
         mu, has_buf = t["momentum"], t["has_buf"]
-        moving = [m != 0.0 for m in mu]
-        update = [a and b for a, b in zip(moving, has_buf)]  # v = ρ·v + g
-        restart = [(m and not b) or (not m and tg != 0.0) for m, b, tg in zip(moving, has_buf, t["target"])]  # v = g
-        neg_lrs = self.columns([-lr for lr in lrs], params)
-        mus = self.columns(mu, params) if any(moving) else None
-        for p, g, buf, neg_lr, rho in zip(params, grads, self.state["buf"], neg_lrs,
-                                          mus or [None] * len(params)):
-            if all(update):
+        moving = mu != 0.0
+        update = moving & has_buf  # v = ρ·v + g
+        restart = (moving & ~has_buf) | (~moving & (t["target"] != 0.0))  # v = g
+        any_update, all_update, any_restart = update.any(), update.all(), restart.any()
+        any_moving, all_moving = moving.any(), moving.all()
+        neg_lrs = self.columns(-lrs, params)
+        mus = self.columns(mu, params) if any_moving else [None] * len(params)
+        for p, g, buf, neg_lr, rho in zip(params, grads, self.state["buf"], neg_lrs, mus):
+            if all_update:
                 buf.mul_(rho).add_(g)
-            elif any(update) or any(restart):
+            elif any_update or any_restart:
                 new = buf
-                if any(update):
+                if any_update:
                     new = torch.where(self.mask(update, p), buf.mul(rho).add_(g), new)
-                if any(restart):
+                if any_restart:
                     new = torch.where(self.mask(restart, p), g, new)
                 buf.copy_(new)
-            if not any(moving):
+            if not any_moving:
                 direction = g
             else:
                 direction = g.addcmul(buf, rho) if self.nesterov else buf
-                if not all(moving):
+                if not all_moving:
                     direction = torch.where(self.mask(moving, p), direction, g)
             p.addcmul_(direction, neg_lr)
-        t["has_buf"] = [b or r for b, r in zip(has_buf, restart)]
+        t["has_buf"] = has_buf | restart
 
 
 @OPTIMIZERS.register

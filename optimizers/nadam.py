@@ -34,7 +34,7 @@ class TFNadamCohort(TFAdamCohort):
     """Batched :class:`TFNadam`: numerator g·(1−β1), then ``add_(m, alpha=β1)`` = ``addcmul_(m, β1 column)``."""
 
     def numerator(self, i: int, m: torch.Tensor, g: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-        numer = g * self.constant("1-b1", [1.0 - b for b in self.trial["beta1"]], p)
+        numer = g * self.constant("1-b1", 1.0 - self.trial["beta1"], p)
         return numer.addcmul_(m, self.constant("b1", self.trial["beta1"], p))
 
 

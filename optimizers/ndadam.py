@@ -47,10 +47,11 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Mapping
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from optimizers._cohort import CohortRule, Regrad, zeros_state
+from optimizers._cohort import CohortRule, Regrad, floats, power, zeros_state
 from optimizers._moments import MomentOptimizer
 from optimizers.base import OPTIMIZERS, Hyper, OptimizerSpec, adam_family, positive
 
@@ -140,20 +141,20 @@ class NDAdamCohort(CohortRule):
         return None
 
     def configure(self, hps: list[Mapping[str, Any]], params: list[Tensor]) -> None:
-        self.trial = {"beta1": [float(hp["beta1"]) for hp in hps], "beta2": [float(hp["beta2"]) for hp in hps],
-                      "eps": [float(hp["epsilon"]) for hp in hps], "t": [0] * len(hps)}
+        self.trial = {"beta1": floats(hps, "beta1"), "beta2": floats(hps, "beta2"), "eps": floats(hps, "epsilon"),
+                      "t": np.zeros(len(hps), dtype=np.int64)}
         self.state = {"m": zeros_state(params), "v": zeros_state(params)}
 
-    def step(self, params: list[Tensor], grads: list[Tensor], lrs: list[float], regrad: Regrad | None = None) -> None:
+    def step(self, params: list[Tensor], grads: list[Tensor], lrs: np.ndarray, regrad: Regrad | None = None) -> None:
         tr = self.trial
-        tr["t"] = [t + 1 for t in tr["t"]]
+        tr["t"] = t = tr["t"] + 1
         b1, b2 = tr["beta1"], tr["beta2"]
-        step_size = [lr / (1.0 - c1**t) for lr, c1, t in zip(lrs, b1, tr["t"])]
-        sqrt_bc2 = [math.sqrt(1.0 - c2**t) for c2, t in zip(b2, tr["t"])]
-        neg_step, bc2 = self.columns([-s for s in step_size], params), self.columns(sqrt_bc2, params)
+        step_size = lrs / (1.0 - power(b1, t))
+        sqrt_bc2 = np.sqrt(1.0 - power(b2, t))
+        neg_step, bc2 = self.columns(-step_size, params), self.columns(sqrt_bc2, params)
         for i, (p, g, m, v) in enumerate(zip(params, grads, self.state["m"], self.state["v"])):
-            m.lerp_(g, self.constant("1-b1", [1.0 - b for b in b1], p))
-            v.lerp_(g * g, self.constant("1-b2", [1.0 - b for b in b2], p))
+            m.lerp_(g, self.constant("1-b1", 1.0 - b1, p))
+            v.lerp_(g * g, self.constant("1-b2", 1.0 - b2, p))
             denom = torch.sqrt(v)
             denom.div_(bc2[i])
             denom.add_(self.constant("eps", tr["eps"], p))

@@ -20,9 +20,10 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Mapping
 
+import numpy as np
 import torch
 
-from optimizers._cohort import CohortRule, Regrad, tf_semantics_only, zeros_state
+from optimizers._cohort import CohortRule, Regrad, flags, floats, power, tf_semantics_only, zeros_state
 from optimizers.adam import Adam
 from optimizers._moments import MomentOptimizer, update_moments
 from optimizers.base import (OPTIMIZERS, OptimizerSpec)
@@ -71,38 +72,42 @@ class TFRAdamCohort(CohortRule):
     unsupported = staticmethod(tf_semantics_only)
 
     def configure(self, hps: list[Mapping[str, Any]], params: list[torch.Tensor]) -> None:
-        self.trial = {"beta1": [float(hp["beta1"]) for hp in hps], "beta2": [float(hp["beta2"]) for hp in hps],
-                      "epsilon": [float(hp["epsilon"]) for hp in hps], "t": [0] * len(hps),
-                      "frozen": [hp.get("inner_step_count", "advancing") == "frozen" for hp in hps]}
+        self.trial = {"beta1": floats(hps, "beta1"), "beta2": floats(hps, "beta2"), "epsilon": floats(hps, "epsilon"),
+                      "t": np.zeros(len(hps), dtype=np.int64),
+                      "frozen": flags([hp.get("inner_step_count", "advancing") == "frozen" for hp in hps])}
         self.state = {"m": zeros_state(params), "v": zeros_state(params)}
 
-    def step(self, params: list[torch.Tensor], grads: list[torch.Tensor], lrs: list[float],
+    def step(self, params: list[torch.Tensor], grads: list[torch.Tensor], lrs: np.ndarray,
              regrad: Regrad | None = None) -> None:
         tr = self.trial
-        tr["t"] = [t + 1 for t in tr["t"]]
-        ts = [1 if f else t for f, t in zip(tr["frozen"], tr["t"])]
+        tr["t"] = tr["t"] + 1
+        ts = np.where(tr["frozen"], 1, tr["t"])
         b1, b2 = tr["beta1"], tr["beta2"]
         ms, vs = self.state["m"], self.state["v"]
         for p, g, m, v in zip(params, grads, ms, vs):  # update_moments
-            m.lerp_(g, self.constant("1-b1", [1.0 - b for b in b1], p))
+            m.lerp_(g, self.constant("1-b1", 1.0 - b1, p))
             v.mul_(self.constant("b2", b2, p))
-            v.addcmul_(g * self.constant("1-b2", [1.0 - b for b in b2], p), g)
-        bc1 = [1.0 - c1**t for c1, t in zip(b1, ts)]
-        r_t = [rectification(c2, t) for c2, t in zip(b2, ts)]
-        rect = [r is not None for r in r_t]
-        plain = self.columns([0.0 if r else -lr / c for lr, c, r in zip(lrs, bc1, rect)], params) if not all(rect) \
-            else None
-        if any(rect):
-            rates = self.columns([-lr * r / c if r is not None else 0.0 for lr, r, c in zip(lrs, r_t, bc1)], params)
-            bc2 = self.columns([1.0 - c2**t if r else 1.0 for c2, t, r in zip(b2, ts, rect)], params)
+            v.addcmul_(g * self.constant("1-b2", 1.0 - b2, p), g)
+        bc1 = 1.0 - power(b1, ts)
+        b2t = power(b2, ts)
+        with np.errstate(invalid="ignore", divide="ignore"):  # rectification(), per trial, in its operation order
+            rho_inf = 2.0 / (1.0 - b2) - 1.0
+            rho_t = rho_inf - 2.0 * ts * b2t / (1.0 - b2t)
+            rect = rho_t > RHO_THRESHOLD
+            r_t = np.sqrt((rho_t - 4.0) / (rho_inf - 4.0) * (rho_t - 2.0) / (rho_inf - 2.0) * rho_inf / rho_t)
+        any_rect, all_rect = rect.any(), rect.all()
+        plain = self.columns(np.where(rect, 0.0, -lrs / bc1), params) if not all_rect else None
+        if any_rect:
+            rates = self.columns(np.where(rect, -lrs * r_t / bc1, 0.0), params)
+            bc2 = self.columns(np.where(rect, 1.0 - b2t, 1.0), params)
         for i, (p, m, v) in enumerate(zip(params, ms, vs)):
-            if not any(rect):
+            if not any_rect:
                 p.addcmul_(m, plain[i])
                 continue
             denom = v / bc2[i]  # sqrt(v/(1−β2^t)) + ε, in the port's order
             denom.sqrt_()
             denom.add_(self.constant("eps", tr["epsilon"], p))
-            if all(rect):
+            if all_rect:
                 p.addcdiv_(m * rates[i], denom)
             else:
                 p.copy_(torch.where(self.mask(rect, p), p.addcdiv(m * rates[i], denom), p.addcmul(m, plain[i])))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
+import numpy as np
 import torch
 
 from optimizers._cohort import CohortRule, Regrad
@@ -12,9 +13,9 @@ from optimizers.base import OPTIMIZERS, OptimizerSpec, learning_rate
 class SGDCohort(CohortRule):
     """Batched torch SGD without momentum: ``θ.add_(g, alpha=−lr)`` per trial = ``θ.addcmul_(g, −lr column)``."""
 
-    def step(self, params: list[torch.Tensor], grads: list[torch.Tensor], lrs: list[float],
+    def step(self, params: list[torch.Tensor], grads: list[torch.Tensor], lrs: np.ndarray,
              regrad: Regrad | None = None) -> None:
-        for p, g, neg_lr in zip(params, grads, self.columns([-lr for lr in lrs], params)):
+        for p, g, neg_lr in zip(params, grads, self.columns(-lrs, params)):
             p.addcmul_(g, neg_lr)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -105,7 +106,7 @@ def test_rule_equals_single_optimizer(name: str) -> None:
                     p.grad = g
                 opt.step()
         with torch.no_grad():
-            rule.step(stacked, affine_grads(stacked, step, True), lrs,
+            rule.step(stacked, affine_grads(stacked, step, True), np.array(lrs),
                       regrad=lambda: affine_grads(stacked, step, True))
         for r, (params, _, _) in enumerate(singles):
             for i, p in enumerate(params):
@@ -118,15 +119,15 @@ def test_rows_can_leave_and_state_round_trips() -> None:
     params = [torch.randn(len(hps), 5)]
     rule = cls.cohort_rule(cls, hps, params)
     grads = [torch.randn(len(hps), 5)]
-    rule.step(params, grads, [1e-3] * len(hps))
+    rule.step(params, grads, np.full(len(hps), 1e-3))
     saved = rule.state_dict()
     twin = cls.cohort_rule(cls, hps, [torch.zeros(len(hps), 5)])
     twin.load_state_dict(saved, torch.device("cpu"))
     p2 = [params[0].clone()]
-    rule.step(params, grads, [1e-3] * len(hps))
-    twin.step(p2, grads, [1e-3] * len(hps))
+    rule.step(params, grads, np.full(len(hps), 1e-3))
+    twin.step(p2, grads, np.full(len(hps), 1e-3))
     assert torch.equal(params[0], p2[0])
     keep = [0, 2, 3]
     rule.select(keep)
     assert rule.size == 3 and rule.children["inner"].state["m"][0].shape[0] == 3
-    assert rule.trial["k"] == [hps[i]["k"] for i in keep]
+    assert rule.trial["k"].tolist() == [hps[i]["k"] for i in keep]

@@ -169,7 +169,11 @@ def engine_of(specs: Sequence[RunSpec]) -> str:
 
 def checkpoint_key(specs: Sequence[RunSpec]) -> str:
     """The cohort's checkpoint key: a stable hash of the engine and the members' run_ids (in any order)."""
-    text = engine_of(specs) + "\n" + "\n".join(sorted(s.run_id for s in specs))
+    return _key(engine_of(specs), [s.run_id for s in specs])
+
+
+def _key(engine: str, run_ids: Sequence[str]) -> str:
+    text = engine + "\n" + "\n".join(sorted(run_ids))
     return "cohort-" + hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
@@ -200,7 +204,7 @@ def train_cohort(specs: Sequence[RunSpec], *, engine: str, device: str | torch.d
     if any((s.arithmetic == "reordered") != (engine == "cohort_fast") for s in specs):
         raise ValueError("train_cohort: engine=cohort_fast trains exactly the arithmetic=reordered specs")
     dev = _device(device)
-    keys = {cohort_key(s, dev) for s in specs}
+    keys = {cohort_key(s, dev) for s in specs}  # (a spec's run_id is its content hash: computed once below)
     if len(keys) != 1:
         raise ValueError("train_cohort: the specs do not share one data stream (different cohort keys)")
     for s in specs:
@@ -211,13 +215,14 @@ def train_cohort(specs: Sequence[RunSpec], *, engine: str, device: str | torch.d
     if mode not in MODES:
         raise ValueError(f"train_cohort: unknown mode {mode!r}; valid: {', '.join(MODES)}")
     build = _builder(specs[0], mode, dev, data_dir)
-    identity = json.dumps({"engine": engine, "mode": mode, "specs": sorted(s.canonical() for s in specs)})
+    run_ids = [s.run_id for s in specs]
+    identity = json.dumps({"engine": engine, "mode": mode, "run_ids": sorted(run_ids)})
     with run_numerics(specs[0].precision, deterministic):
         from bench.engine.cohort.loop import run_cohort
 
         return run_cohort(specs, build, engine=engine, device=str(dev), observers=observers or {},
-                          checkpoints=checkpoints, deterministic=deterministic, key=checkpoint_key(specs),
-                          identity=identity)
+                          checkpoints=checkpoints, deterministic=deterministic, key=_key(engine, run_ids),
+                          identity=identity, run_ids=run_ids)
 
 
 def _builder(spec: RunSpec, mode: str, device: torch.device, data_dir: str | Path | None) -> Any:

@@ -13,11 +13,13 @@ trials training during it, so summed over a cell's trials it is the device time 
 """
 from __future__ import annotations
 
-import math
+import json
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
 
 from bench import checkpoint as ckpt
 from bench.engine.cohort.program import Program, row_order
@@ -32,20 +34,47 @@ from optimizers import OPTIMIZERS, OptimizerSpec
 @dataclass
 class Trial:
     spec: RunSpec
+    run_id: str
     watchers: SafeObservers
     schedule: Schedule
     opt_cls: type[OptimizerSpec]
     result: RunResult
+    factors: Sequence[Any] | None = None  # the law's factors when they depend on nothing but the epoch (and step)
     outcome: RunResult | StopRun | None = None  # set when the trial has left the cohort
     share: float = 0.0  # seconds of the cohort's time attributed to this trial
 
-    @property
-    def base_lr(self) -> float:
-        return float(self.spec.hyperparameters["learning_rate"])
+    def __post_init__(self) -> None:
+        self.base_lr = float(self.spec.hyperparameters["learning_rate"])  # the param groups' lr at build time
+        self.per_step = self.schedule.granularity == "step"
+        self.observes = type(self.schedule).observe is not Schedule.observe  # a reactive law (plateau)
+        self.first_epoch = 0  # the first epoch of ``rows`` (curves before it are in result.curves)
+        self.rows: list[list[float]] = []  # evaluated values per epoch, made into curve rows when needed
 
-    @property
-    def per_step(self) -> bool:
-        return self.schedule.granularity == "step"
+    def factor(self, epoch: int) -> float:
+        """The factor of training epoch ``epoch`` (epoch granularity) or of its first step (step granularity)."""
+        if self.factors is not None:
+            f = self.factors[epoch]
+            return f[0] if self.per_step else f
+        return self.schedule.factor(epoch, 0) if self.per_step else self.schedule.factor(epoch)
+
+    def step_factor(self, epoch: int, step: int) -> float:
+        if self.factors is not None:
+            return self.factors[epoch][step]
+        return self.schedule.factor(epoch, step)
+
+    def flush(self, has_accuracy: bool) -> None:
+        """Turn the evaluated rows into curve rows ``(epoch, split, metric, value)``, the single loop's order."""
+        if not self.rows:
+            return
+        layout = _LAYOUT[has_accuracy]
+        self.result.curves += [(e, split, metric, v[j]) for e, v in enumerate(self.rows, self.first_epoch)
+                               for split, metric, j in layout]
+        self.first_epoch += len(self.rows)
+        self.rows = []
+
+
+_LAYOUT = {True: [(s, m, 2 * i + k) for i, s in enumerate(SPLITS) for k, m in enumerate(("loss", "accuracy"))],
+           False: [(s, "loss", i) for i, s in enumerate(SPLITS)]}
 
 
 class Clock:
@@ -63,9 +92,23 @@ class Clock:
         self.mark = now
 
 
+def _factor_table(spec: RunSpec, schedule: Schedule, num_epochs: int, steps_per_epoch: int,
+                  cache: dict[str, Any]) -> Sequence[Any] | None:
+    """The factors of a law that only depends on the epoch (and step), computed once per distinct law."""
+    if type(schedule).observe is not Schedule.observe:
+        return None  # reactive: each trial's own history
+    key = spec.schedule + json.dumps(dict(spec.schedule_settings), sort_keys=True)
+    if key not in cache:
+        if schedule.granularity == "step":
+            cache[key] = [[schedule.factor(e, i) for i in range(steps_per_epoch)] for e in range(num_epochs + 1)]
+        else:
+            cache[key] = [schedule.factor(e) for e in range(num_epochs + 1)]
+    return cache[key]
+
+
 def run_cohort(specs: Sequence[RunSpec], build: Callable[[list[RunSpec]], Program], *, engine: str, device: str,
                observers: Mapping[str, SafeObservers], checkpoints: ckpt.CheckpointStore | None,
-               deterministic: bool, key: str, identity: str) -> list[RunResult | StopRun]:
+               deterministic: bool, key: str, identity: str, run_ids: Sequence[str]) -> list[RunResult | StopRun]:
     clock = Clock()
     started = datetime.now(timezone.utc)
     order = row_order(specs)
@@ -73,14 +116,18 @@ def run_cohort(specs: Sequence[RunSpec], build: Callable[[list[RunSpec]], Progra
     num_epochs = specs[0].num_epochs
     steps_per_epoch = program.problem.steps_per_epoch()
     trials: list[Trial] = []
+    tables: dict[str, Any] = {}
+    num_parameters = program.num_parameters()
     for i in order:
         spec = specs[i]
         schedule = SCHEDULES.get(spec.schedule)(num_epochs, steps_per_epoch, **spec.schedule_settings)
-        result = RunResult(spec=spec, status="completed", num_parameters=program.num_parameters(), device=device,
+        result = RunResult(spec=spec, status="completed", num_parameters=num_parameters, device=device,
                            started_at=started, has_accuracy=program.has_accuracy, engine=engine,
                            deterministic=deterministic)
-        trials.append(Trial(spec, observers.get(spec.run_id) or SafeObservers(), schedule,
-                            OPTIMIZERS.get(spec.optimizer), result))
+        run_id = run_ids[i]
+        trials.append(Trial(spec, run_id, observers.get(run_id) or SafeObservers(), schedule,
+                            OPTIMIZERS.get(spec.optimizer), result,
+                            _factor_table(spec, schedule, num_epochs, steps_per_epoch, tables)))
     clock.charge(trials)
     start_epoch, resumes = 0, 0
     saved = checkpoints.load(key, identity) if checkpoints is not None else None
@@ -95,8 +142,8 @@ def run_cohort(specs: Sequence[RunSpec], build: Callable[[list[RunSpec]], Progra
             if t.outcome is None:
                 t.watchers.on_stop(type(err).__name__)
         raise
-    by_id = {t.spec.run_id: t.outcome for t in trials}
-    return [by_id[s.run_id] for s in specs]  # type: ignore[misc]
+    by_id = {t.run_id: t.outcome for t in trials}
+    return [by_id[r] for r in run_ids]  # type: ignore[misc]
 
 
 def _loop(program: Program, trials: list[Trial], active: list[Trial], start_epoch: int, resumes: int,
@@ -105,56 +152,63 @@ def _loop(program: Program, trials: list[Trial], active: list[Trial], start_epoc
     started_now: list[Trial] = []
     for t in active:
         t.result.resumes = resumes
+        t.first_epoch = start_epoch
         try:
             t.watchers.on_start(RunStart(spec=t.spec, start_epoch=start_epoch, num_parameters=t.result.num_parameters,
                                          device=device, engine=engine, resumes=resumes,
                                          curves=list(t.result.curves)))
             started_now.append(t)
         except StopRun as stop:
-            _stop(t, stop)
+            _stop(t, stop, program.has_accuracy)
     active = _keep(program, active, started_now)
     has_accuracy = program.has_accuracy
-    metric = "accuracy" if has_accuracy else "loss"
+    losses = [j for split, metric, j in _LAYOUT[has_accuracy] if metric == "loss"]
+    valid_col = 3 if has_accuracy else 1  # the valid metric: accuracy where the problem has one, else loss
     last_saved_epoch, last_saved_at = start_epoch, time.monotonic()
     for epoch in range(start_epoch, num_epochs + 1):
         if not active:
             return
-        values = program.evaluate().tolist()  # the epoch's one device→host transfer, all trials
+        table = program.evaluate().cpu().numpy()  # the epoch's one device→host transfer, all trials
+        values = table.tolist()
+        finite = np.isfinite(table[:, losses]).all(axis=1).tolist()
         clock.charge(active)
         staying: list[Trial] = []
+        final = epoch == num_epochs
         for row, t in enumerate(active):
-            metrics = _metrics(values[row], has_accuracy)
-            for split, vals in metrics.items():
-                t.result.curves.extend((epoch, split, m, v) for m, v in vals.items())
-            diverged = not all(math.isfinite(metrics[s]["loss"]) for s in SPLITS)
-            last = diverged or epoch == num_epochs
-            if not last:
-                t.schedule.observe(epoch, metrics["valid"][metric], has_accuracy)
-            factor = None if last else (t.schedule.factor(epoch) if not t.per_step else t.schedule.factor(epoch, 0))
+            v = values[row]
+            t.rows.append(v)
+            diverged = not finite[row]
+            last = diverged or final
+            if not last and t.observes:
+                t.schedule.observe(epoch, v[valid_col], has_accuracy)
             if t.watchers:
+                factor = None if last else t.factor(epoch)
                 try:
-                    t.watchers.on_epoch(epoch, metrics, EpochInfo(
+                    t.watchers.on_epoch(epoch, _metrics(v, has_accuracy), EpochInfo(
                         lr_factor=factor, steps=t.result.steps, flat_params=lambda r=row: program.flat_params(r)))
                 except StopRun as stop:
-                    _stop(t, stop)
+                    _stop(t, stop, has_accuracy)
                     continue
             if diverged:
                 t.result.status = "diverged"
             if last:
-                _finish(t)
+                _finish(t, has_accuracy)
                 continue
             staying.append(t)
         active = _keep(program, active, staying)
         if not active:
             return
         program.on_epoch(epoch, num_epochs)
-        factors = [None if t.per_step else t.schedule.factor(epoch) for t in active]
-        per_step = any(t.per_step for t in active)
+        base = np.array([t.base_lr for t in active], dtype=np.float64)
+        if not any(t.per_step for t in active):
+            fixed = base * np.array([t.factor(epoch) for t in active], dtype=np.float64)  # lr · f, as set_factor
 
-        def lrs_at(i: int, active: list[Trial] = active, factors: list = factors) -> list[float]:
-            if not per_step:
-                return [t.base_lr * f for t, f in zip(active, factors)]
-            return [t.base_lr * (t.schedule.factor(epoch, i) if f is None else f) for t, f in zip(active, factors)]
+            def lrs_at(i: int) -> np.ndarray:
+                return fixed
+        else:
+            def lrs_at(i: int, active: list[Trial] = active) -> np.ndarray:
+                return base * np.array([t.step_factor(epoch, i) if t.per_step else t.factor(epoch) for t in active],
+                                       dtype=np.float64)
 
         program.train_epoch(epoch, lrs_at)
         for t in active:
@@ -170,7 +224,7 @@ def _loop(program: Program, trials: list[Trial], active: list[Trial], start_epoc
                     t.watchers.on_checkpoint(epoch + 1)
                     staying.append(t)
                 except StopRun as stop:
-                    _stop(t, stop)
+                    _stop(t, stop, has_accuracy)
             if len(staying) != len(active):
                 active = _keep(program, active, staying)
                 _save(checkpoints, key, identity, epoch + 1, program, trials, active, resumes)
@@ -192,45 +246,42 @@ def _keep(program: Program, active: list[Trial], staying: list[Trial]) -> list[T
     return [active[r] for r in rows]
 
 
-def _stop(t: Trial, stop: StopRun) -> None:
+def _stop(t: Trial, stop: StopRun, has_accuracy: bool) -> None:
+    t.flush(has_accuracy)
     t.outcome = stop
     t.watchers.on_stop("StopRun")
 
 
-def _finish(t: Trial) -> None:
+def _finish(t: Trial, has_accuracy: bool) -> None:
+    t.flush(has_accuracy)
     r = t.result
-    closure_calls = r.steps * t_passes(t) if t.opt_cls.needs_closure else 0
+    closure_calls = r.steps * int(getattr(t.opt_cls.cohort_rule, "passes", 1)) if t.opt_cls.needs_closure else 0
     r.grad_evals = t.opt_cls.grad_evals(t.spec.hyperparameters, r.steps, closure_calls)
     r.wall_time_s = t.share
     r.finished_at = datetime.now(timezone.utc)
     t.outcome = r
 
 
-def t_passes(t: Trial) -> int:
-    rule = t.opt_cls.cohort_rule
-    return int(getattr(rule, "passes", 1))
-
-
 def _save(store: ckpt.CheckpointStore, key: str, identity: str, next_epoch: int, program: Program,
           trials: list[Trial], active: list[Trial], resumes: int) -> None:
     per_trial: dict[str, Any] = {}
     for t in trials:
+        t.flush(program.has_accuracy)
         outcome: Any = None
         if isinstance(t.outcome, StopRun):
             outcome = ("stopped", t.outcome.epoch)
         elif t.outcome is not None:
             outcome = ("finished", t.outcome)
-        per_trial[t.spec.run_id] = {"curves": list(t.result.curves), "steps": t.result.steps,
-                                    "schedule": t.schedule.state_dict(), "share": t.share,
-                                    "started_at": t.result.started_at, "resumes": t.result.resumes,
-                                    "outcome": outcome}
+        per_trial[t.run_id] = {"curves": list(t.result.curves), "steps": t.result.steps,
+                               "schedule": t.schedule.state_dict(), "share": t.share,
+                               "started_at": t.result.started_at, "resumes": t.result.resumes, "outcome": outcome}
     store.save(key, identity, {"next_epoch": next_epoch, "program": program.state_dict(), "rng": ckpt.rng_state(),
-                               "active": [t.spec.run_id for t in active], "resumes": resumes, "trials": per_trial})
+                               "active": [t.run_id for t in active], "resumes": resumes, "trials": per_trial})
 
 
 def _restore(saved: dict[str, Any], trials: list[Trial], program: Program) -> tuple[int, int]:
     for t in trials:
-        s = saved["trials"][t.spec.run_id]
+        s = saved["trials"][t.run_id]
         t.result.curves = list(s["curves"])
         t.result.steps = s["steps"]
         t.result.started_at = s["started_at"]
@@ -240,7 +291,7 @@ def _restore(saved: dict[str, Any], trials: list[Trial], program: Program) -> tu
         if s["outcome"] is not None:
             kind, value = s["outcome"]
             t.outcome = StopRun(value) if kind == "stopped" else value
-    rows = {t.spec.run_id: r for r, t in enumerate(trials)}
+    rows = {t.run_id: r for r, t in enumerate(trials)}
     program.select(sorted(rows[rid] for rid in saved["active"]))
     program.load_state_dict(saved["program"])
     ckpt.set_rng_state(saved["rng"])

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -122,16 +123,17 @@ class Program:
         for i, batch in enumerate(self.problem.train_batches(epoch)):
             self.step(batch, lrs_at(i))
 
-    def step(self, batch: Batch, lrs: list[float]) -> None:
-        discard = [False] * self.size
-        for g in self.groups:
-            d = g.rule.discards_gradient()
-            if d is not None:
-                discard[g.start:g.stop] = d
+    def step(self, batch: Batch, lrs: Sequence[float] | np.ndarray) -> None:
+        lrs = np.asarray(lrs, dtype=np.float64)
         if self.random_forward or self.forward_updates_state:  # the pass itself is part of the single run's state
             rows = list(range(self.size))
         else:
-            rows = [r for r in range(self.size) if not discard[r]]
+            discard = np.zeros(self.size, dtype=bool)
+            for g in self.groups:
+                d = g.rule.discards_gradient()
+                if d is not None:
+                    discard[g.start:g.stop] = d
+            rows = np.flatnonzero(~discard).tolist()
         grads = self.gradients(batch, rows)
         with torch.no_grad():
             for g in self.groups:
