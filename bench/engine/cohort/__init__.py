@@ -216,6 +216,8 @@ def train_cohort(specs: Sequence[RunSpec], *, engine: str, device: str | torch.d
         raise ValueError(f"train_cohort: unknown mode {mode!r}; valid: {', '.join(MODES)}")
     build = _builder(specs[0], mode, dev, data_dir)
     run_ids = [s.run_id for s in specs]
+    if len(set(run_ids)) != len(run_ids):
+        raise ValueError("train_cohort: the same run twice (equal run_ids) in one cohort")
     identity = json.dumps({"engine": engine, "mode": mode, "run_ids": sorted(run_ids)})
     with run_numerics(specs[0].precision, deterministic):
         from bench.engine.cohort.loop import run_cohort

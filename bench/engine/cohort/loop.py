@@ -111,7 +111,7 @@ def run_cohort(specs: Sequence[RunSpec], build: Callable[[list[RunSpec]], Progra
                deterministic: bool, key: str, identity: str, run_ids: Sequence[str]) -> list[RunResult | StopRun]:
     clock = Clock()
     started = datetime.now(timezone.utc)
-    order = row_order(specs)
+    order = row_order(specs, run_ids)
     program = build([specs[i] for i in order])
     num_epochs = specs[0].num_epochs
     steps_per_epoch = program.problem.steps_per_epoch()

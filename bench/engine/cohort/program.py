@@ -34,12 +34,10 @@ class Group:
     stop: int
 
 
-def row_order(specs: Sequence[RunSpec]) -> list[int]:
-    """Spec indices in row order: grouped by optimizer (first appearance), spec order within a group."""
-    first: dict[str, int] = {}
-    for i, s in enumerate(specs):
-        first.setdefault(s.optimizer, i)
-    return sorted(range(len(specs)), key=lambda i: (first[specs[i].optimizer], i))
+def row_order(specs: Sequence[RunSpec], run_ids: Sequence[str]) -> list[int]:
+    """Spec indices in row order: by optimizer, then run_id — the same rows however the specs are ordered, so a
+    cohort checkpoint maps onto a re-run of the same members."""
+    return sorted(range(len(specs)), key=lambda i: (specs[i].optimizer, run_ids[i]))
 
 
 class Program:
