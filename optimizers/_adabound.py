@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Iterable, Mapping
 import numpy as np
 import torch
 
-from optimizers._cohort import CohortRule, Regrad, flags, floats, power, zeros_state
+from optimizers._cohort import CohortRule, Regrad, flags, floats, zeros_state
 from optimizers._moments import MomentOptimizer, update_moments
 from optimizers.base import (BETA1_SPACE, BETA2_SPACE, Hyper, LogUniform, OptimizerSpec, beta, learning_rate,
                              positive, semantics)
@@ -108,7 +108,7 @@ class AdaBoundCohort(CohortRule):
             for v_hat, v in zip(self.state["v_hat"], vs):
                 torch.maximum(v_hat, v, out=v_hat)
             vs = self.state["v_hat"]
-        lr_t = lrs * np.sqrt(1.0 - power(b2, t)) / (1.0 - power(b1, t))
+        lr_t = lrs * np.sqrt(1.0 - self.pow("beta2", t)) / (1.0 - self.pow("beta1", t))
         base = tr["learning_rate"]
         with np.errstate(invalid="ignore", divide="ignore"):
             finals = np.where(tr["scale_final_lr"] & (base != 0.0), tr["final_lr"] * lrs / base, tr["final_lr"])

@@ -103,6 +103,14 @@ class CohortRule:
             col = self._cache[key] = self.column(values, like)
         return col
 
+    def pow(self, name: str, exponent: Any) -> np.ndarray:
+        """``trial[name] ** exponent`` per trial (:func:`power`), the hyperparameter's python floats cached."""
+        key = ("list", name)
+        values = self._cache.get(key)
+        if values is None:
+            values = self._cache[key] = self.trial[name].tolist()
+        return power(values, exponent)
+
     def mask(self, flags: Any, like: Tensor) -> Tensor:
         base = torch.from_numpy(np.ascontiguousarray(flags, dtype=bool)).to(like.device)
         return base.view(-1, *([1] * (like.ndim - 1)))
@@ -111,7 +119,7 @@ class CohortRule:
     def _index(self, rows: Sequence[int]) -> Tensor | None:
         for tensors in self.state.values():
             if tensors:
-                return torch.as_tensor(rows, dtype=torch.long).to(tensors[0].device)
+                return torch.from_numpy(np.asarray(rows, dtype=np.int64)).to(tensors[0].device)
         return None
 
     def select(self, rows: Sequence[int], idx: Tensor | None = None) -> None:
@@ -175,13 +183,14 @@ def flags(values: Sequence[Any]) -> np.ndarray:
     return np.array([bool(v) for v in values], dtype=bool)
 
 
-def power(base: np.ndarray, exponent: Any) -> np.ndarray:
+def power(base: np.ndarray | list[float], exponent: Any) -> np.ndarray:
     """``base ** exponent`` per trial through python's own ``pow`` (numpy's may use SIMD code that rounds otherwise)."""
+    values = base.tolist() if isinstance(base, np.ndarray) else base
     exps = np.asarray(exponent)
     if exps.ndim == 0 or (exps == exps.flat[0]).all():
         value = exps.flat[0].item()
-        return np.fromiter(map(pow, base.tolist(), itertools.repeat(value)), dtype=np.float64, count=base.shape[0])
-    return np.fromiter(map(pow, base.tolist(), exps.tolist()), dtype=np.float64, count=base.shape[0])
+        return np.fromiter(map(pow, values, itertools.repeat(value)), dtype=np.float64, count=len(values))
+    return np.fromiter(map(pow, values, exps.tolist()), dtype=np.float64, count=len(values))
 
 
 def step_rows(rule: CohortRule, params: list[Tensor], grads: list[Tensor], lrs: np.ndarray, rows: Sequence[int],
@@ -193,7 +202,7 @@ def step_rows(rule: CohortRule, params: list[Tensor], grads: list[Tensor], lrs: 
     if len(rows) == rule.size:
         rule.step(params, grads, lrs, regrad)
         return
-    idx = torch.as_tensor(rows, dtype=torch.long).to(params[0].device)
+    idx = torch.from_numpy(np.asarray(rows, dtype=np.int64)).to(params[0].device)
     sub = rule.take(rows, idx)
     sub_params = [p.index_select(0, idx) for p in params]
     sub_grads = [g.index_select(0, idx) for g in grads]

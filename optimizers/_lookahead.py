@@ -200,7 +200,7 @@ class LookaheadCohort(CohortRule):
                 slow.addcmul_(diff, a)
                 p.copy_(slow)
             return
-        idx = torch.tensor(rows, dtype=torch.long, device=params[0].device)
+        idx = torch.from_numpy(np.asarray(rows, dtype=np.int64)).to(params[0].device)
         for p, slow, a in zip(params, self.state["slow"], self.columns(alpha, params)):
             s = slow.index_select(0, idx)
             diff = p.index_select(0, idx) - s

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from pytorch_optimizer import AdaBelief as _AdaBelief
 
-from optimizers._cohort import CohortRule, Regrad, floats, power, zeros_state
+from optimizers._cohort import CohortRule, Regrad, floats, zeros_state
 from optimizers.base import OPTIMIZERS, OptimizerSpec, adam_family
 
 
@@ -42,8 +42,8 @@ class AdaBeliefCohort(CohortRule):
         tr = self.trial
         tr["step"] = t = tr["step"] + 1
         b1, b2 = tr["beta1"], tr["beta2"]
-        step_size = lrs / (1 - power(b1, t))  # lr / debias(β1, t)
-        bc2_sq = np.sqrt(1 - power(b2, t))
+        step_size = lrs / (1 - self.pow("beta1", t))  # lr / debias(β1, t)
+        bc2_sq = np.sqrt(1 - self.pow("beta2", t))
         neg_step, bc2 = self.columns(-step_size, params), self.columns(bc2_sq, params)
         for i, (p, g, m, s) in enumerate(zip(params, grads, self.state["exp_avg"], self.state["exp_avg_var"])):
             eps = self.constant("eps", tr["eps"], p)

@@ -13,7 +13,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import torch
 
-from optimizers._cohort import CohortRule, Regrad, floats, power, tf_semantics_only, zeros_state
+from optimizers._cohort import CohortRule, Regrad, floats, tf_semantics_only, zeros_state
 from optimizers._moments import MomentOptimizer, update_moments
 from optimizers.base import OPTIMIZERS, OptimizerSpec, adam_family, semantics
 
@@ -64,7 +64,7 @@ class TFAdamCohort(CohortRule):
             m.lerp_(g, self.constant("1-b1", 1.0 - b1, p))
             v.mul_(self.constant("b2", b2, p))
             v.addcmul_(g * self.constant("1-b2", 1.0 - b2, p), g)
-        lr_t = lrs * np.sqrt(1.0 - power(b2, t)) / (1.0 - power(b1, t))
+        lr_t = lrs * np.sqrt(1.0 - self.pow("beta2", t)) / (1.0 - self.pow("beta1", t))
         neg_lr_t = self.columns(-lr_t, params)
         for i, (p, g, m, d) in enumerate(zip(params, grads, ms, self.denominator_moments(vs))):
             denom = torch.sqrt(d)

@@ -51,7 +51,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from optimizers._cohort import CohortRule, Regrad, floats, power, zeros_state
+from optimizers._cohort import CohortRule, Regrad, floats, zeros_state
 from optimizers._moments import MomentOptimizer
 from optimizers.base import OPTIMIZERS, Hyper, OptimizerSpec, adam_family, positive
 
@@ -149,8 +149,8 @@ class NDAdamCohort(CohortRule):
         tr = self.trial
         tr["t"] = t = tr["t"] + 1
         b1, b2 = tr["beta1"], tr["beta2"]
-        step_size = lrs / (1.0 - power(b1, t))
-        sqrt_bc2 = np.sqrt(1.0 - power(b2, t))
+        step_size = lrs / (1.0 - self.pow("beta1", t))
+        sqrt_bc2 = np.sqrt(1.0 - self.pow("beta2", t))
         neg_step, bc2 = self.columns(-step_size, params), self.columns(sqrt_bc2, params)
         for i, (p, g, m, v) in enumerate(zip(params, grads, self.state["m"], self.state["v"])):
             m.lerp_(g, self.constant("1-b1", 1.0 - b1, p))

@@ -23,7 +23,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import torch
 
-from optimizers._cohort import CohortRule, Regrad, flags, floats, power, tf_semantics_only, zeros_state
+from optimizers._cohort import CohortRule, Regrad, flags, floats, tf_semantics_only, zeros_state
 from optimizers.adam import Adam
 from optimizers._moments import MomentOptimizer, update_moments
 from optimizers.base import (OPTIMIZERS, OptimizerSpec)
@@ -88,8 +88,8 @@ class TFRAdamCohort(CohortRule):
             m.lerp_(g, self.constant("1-b1", 1.0 - b1, p))
             v.mul_(self.constant("b2", b2, p))
             v.addcmul_(g * self.constant("1-b2", 1.0 - b2, p), g)
-        bc1 = 1.0 - power(b1, ts)
-        b2t = power(b2, ts)
+        bc1 = 1.0 - self.pow("beta1", ts)
+        b2t = self.pow("beta2", ts)
         with np.errstate(invalid="ignore", divide="ignore"):  # rectification(), per trial, in its operation order
             rho_inf = 2.0 / (1.0 - b2) - 1.0
             rho_t = rho_inf - 2.0 * ts * b2t / (1.0 - b2t)

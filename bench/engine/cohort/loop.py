@@ -13,7 +13,6 @@ trials training during it, so summed over a cell's trials it is the device time 
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -41,7 +40,8 @@ class Trial:
     result: RunResult
     factors: Sequence[Any] | None = None  # the law's factors when they depend on nothing but the epoch (and step)
     outcome: RunResult | StopRun | None = None  # set when the trial has left the cohort
-    share: float = 0.0  # seconds of the cohort's time attributed to this trial
+    share: float = 0.0  # seconds of the cohort's time attributed to this trial before ``joined`` (a resume)
+    joined: float = 0.0  # Clock.total when the trial (re)joined
 
     def __post_init__(self) -> None:
         self.base_lr = float(self.spec.hyperparameters["learning_rate"])  # the param groups' lr at build time
@@ -78,26 +78,29 @@ _LAYOUT = {True: [(s, m, 2 * i + k) for i, s in enumerate(SPLITS) for k, m in en
 
 
 class Clock:
-    """Divides the cohort's elapsed time among the trials active in each stretch."""
+    """Divides the cohort's elapsed time among the trials active in each stretch: ``total`` is the running sum of
+    per-trial shares, so a trial's share is ``total`` at its end minus ``total`` at its start (``Trial.joined``)."""
 
     def __init__(self) -> None:
         self.mark = time.perf_counter()
+        self.total = 0.0
 
     def charge(self, trials: Sequence[Trial]) -> None:
         now = time.perf_counter()
         if trials:
-            share = (now - self.mark) / len(trials)
-            for t in trials:
-                t.share += share
+            self.total += (now - self.mark) / len(trials)
         self.mark = now
+
+    def share(self, t: Trial) -> float:
+        return t.share + self.total - t.joined
 
 
 def _factor_table(spec: RunSpec, schedule: Schedule, num_epochs: int, steps_per_epoch: int,
-                  cache: dict[str, Any]) -> Sequence[Any] | None:
+                  cache: dict[Any, Any]) -> Sequence[Any] | None:
     """The factors of a law that only depends on the epoch (and step), computed once per distinct law."""
     if type(schedule).observe is not Schedule.observe:
         return None  # reactive: each trial's own history
-    key = spec.schedule + json.dumps(dict(spec.schedule_settings), sort_keys=True)
+    key = (spec.schedule, tuple(sorted((k, repr(v)) for k, v in spec.schedule_settings.items())))
     if key not in cache:
         if schedule.granularity == "step":
             cache[key] = [[schedule.factor(e, i) for i in range(steps_per_epoch)] for e in range(num_epochs + 1)]
@@ -116,7 +119,7 @@ def run_cohort(specs: Sequence[RunSpec], build: Callable[[list[RunSpec]], Progra
     num_epochs = specs[0].num_epochs
     steps_per_epoch = program.problem.steps_per_epoch()
     trials: list[Trial] = []
-    tables: dict[str, Any] = {}
+    tables: dict[Any, Any] = {}
     num_parameters = program.num_parameters()
     for i in order:
         spec = specs[i]
@@ -128,12 +131,15 @@ def run_cohort(specs: Sequence[RunSpec], build: Callable[[list[RunSpec]], Progra
         trials.append(Trial(spec, run_id, observers.get(run_id) or SafeObservers(), schedule,
                             OPTIMIZERS.get(spec.optimizer), result,
                             _factor_table(spec, schedule, num_epochs, steps_per_epoch, tables)))
-    clock.charge(trials)
+    clock.charge(trials)  # setup: shared by all trials
     start_epoch, resumes = 0, 0
     saved = checkpoints.load(key, identity) if checkpoints is not None else None
     if saved is not None:
         start_epoch, resumes = _restore(saved, trials, program)
     active = [t for t in trials if t.outcome is None]
+    for t in active:
+        t.joined = 0.0  # clock.share(t): the restored share plus everything this process charged since it began
+
     try:
         _loop(program, trials, active, start_epoch, resumes, num_epochs, steps_per_epoch, clock, checkpoints, key,
               identity, device, engine)
@@ -192,7 +198,7 @@ def _loop(program: Program, trials: list[Trial], active: list[Trial], start_epoc
             if diverged:
                 t.result.status = "diverged"
             if last:
-                _finish(t, has_accuracy)
+                _finish(t, has_accuracy, clock)
                 continue
             staying.append(t)
         active = _keep(program, active, staying)
@@ -216,7 +222,7 @@ def _loop(program: Program, trials: list[Trial], active: list[Trial], start_epoc
         clock.charge(active)
         if checkpoints is not None and checkpoints.policy.due(epoch + 1 - last_saved_epoch,
                                                               time.monotonic() - last_saved_at):
-            _save(checkpoints, key, identity, epoch + 1, program, trials, active, resumes)
+            _save(checkpoints, key, identity, epoch + 1, program, trials, active, resumes, clock)
             last_saved_epoch, last_saved_at = epoch + 1, time.monotonic()
             staying = []
             for t in active:
@@ -227,7 +233,7 @@ def _loop(program: Program, trials: list[Trial], active: list[Trial], start_epoc
                     _stop(t, stop, has_accuracy)
             if len(staying) != len(active):
                 active = _keep(program, active, staying)
-                _save(checkpoints, key, identity, epoch + 1, program, trials, active, resumes)
+                _save(checkpoints, key, identity, epoch + 1, program, trials, active, resumes, clock)
 
 
 def _metrics(row: list[float], has_accuracy: bool) -> dict[str, dict[str, float]]:
@@ -247,23 +253,25 @@ def _keep(program: Program, active: list[Trial], staying: list[Trial]) -> list[T
 
 
 def _stop(t: Trial, stop: StopRun, has_accuracy: bool) -> None:
-    t.flush(has_accuracy)
+    t.flush(has_accuracy)  # (a stopped trial writes no record: its share of the time is not kept)
     t.outcome = stop
     t.watchers.on_stop("StopRun")
 
 
-def _finish(t: Trial, has_accuracy: bool) -> None:
+def _finish(t: Trial, has_accuracy: bool, clock: Clock) -> None:
     t.flush(has_accuracy)
     r = t.result
     closure_calls = r.steps * int(getattr(t.opt_cls.cohort_rule, "passes", 1)) if t.opt_cls.needs_closure else 0
     r.grad_evals = t.opt_cls.grad_evals(t.spec.hyperparameters, r.steps, closure_calls)
+    t.share = clock.share(t)
+    t.joined = clock.total
     r.wall_time_s = t.share
     r.finished_at = datetime.now(timezone.utc)
     t.outcome = r
 
 
 def _save(store: ckpt.CheckpointStore, key: str, identity: str, next_epoch: int, program: Program,
-          trials: list[Trial], active: list[Trial], resumes: int) -> None:
+          trials: list[Trial], active: list[Trial], resumes: int, clock: Clock) -> None:
     per_trial: dict[str, Any] = {}
     for t in trials:
         t.flush(program.has_accuracy)
@@ -273,7 +281,8 @@ def _save(store: ckpt.CheckpointStore, key: str, identity: str, next_epoch: int,
         elif t.outcome is not None:
             outcome = ("finished", t.outcome)
         per_trial[t.run_id] = {"curves": list(t.result.curves), "steps": t.result.steps,
-                               "schedule": t.schedule.state_dict(), "share": t.share,
+                               "schedule": t.schedule.state_dict(),
+                               "share": t.share if t.outcome is not None else clock.share(t),
                                "started_at": t.result.started_at, "resumes": t.result.resumes, "outcome": outcome}
     store.save(key, identity, {"next_epoch": next_epoch, "program": program.state_dict(), "rng": ckpt.rng_state(),
                                "active": [t.run_id for t in active], "resumes": resumes, "trials": per_trial})
