@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="P1 only, smaller cohorts")
     parser.add_argument("--data-dir", default=None, help="where smoke data are generated (default: the cache)")
     parser.add_argument("--problems", default=",".join(NEURAL))
-    parser.add_argument("--neural-sizes", default="1,4")
+    parser.add_argument("--neural-sizes", default="2")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
     if args.harness:

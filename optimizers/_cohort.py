@@ -92,7 +92,7 @@ class CohortRule:
             base = torch.tensor(np.asarray(values, dtype=np.float64).tolist(), dtype=like.dtype)
         else:
             base = torch.from_numpy(np.ascontiguousarray(values, dtype=np_dtype))
-        base = base.to(like.device)
+        base = to_device(base, like.device)
         return [base.view(-1, *([1] * (p.ndim - 1))) for p in params]
 
     def constant(self, name: str, values: Any, like: Tensor) -> Tensor:
@@ -112,14 +112,14 @@ class CohortRule:
         return power(values, exponent)
 
     def mask(self, flags: Any, like: Tensor) -> Tensor:
-        base = torch.from_numpy(np.ascontiguousarray(flags, dtype=bool)).to(like.device)
+        base = to_device(torch.from_numpy(np.ascontiguousarray(flags, dtype=bool)), like.device)
         return base.view(-1, *([1] * (like.ndim - 1)))
 
     # ----------------------------------------------------------------------------------------- rows and state
     def _index(self, rows: Sequence[int]) -> Tensor | None:
         for tensors in self.state.values():
             if tensors:
-                return torch.from_numpy(np.asarray(rows, dtype=np.int64)).to(tensors[0].device)
+                return to_device(torch.from_numpy(np.asarray(rows, dtype=np.int64)), tensors[0].device)
         return None
 
     def select(self, rows: Sequence[int], idx: Tensor | None = None) -> None:
@@ -174,6 +174,14 @@ class CohortRule:
 _NUMPY = {torch.float32: np.float32, torch.float64: np.float64, torch.float16: np.float16}
 
 
+def to_device(t: Tensor, device: torch.device) -> Tensor:
+    """A small host tensor on ``device``; to a GPU through pinned memory without blocking, so that the per-step
+    scalars of a step never make the host wait for the device (a pageable copy would synchronise)."""
+    if device.type == "cpu":
+        return t
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 def floats(hps: Sequence[Mapping[str, Any]], name: str) -> np.ndarray:
     """A hyperparameter of every trial as float64 (the python float each single optimizer holds)."""
     return np.array([float(hp[name]) for hp in hps], dtype=np.float64)
@@ -202,7 +210,7 @@ def step_rows(rule: CohortRule, params: list[Tensor], grads: list[Tensor], lrs: 
     if len(rows) == rule.size:
         rule.step(params, grads, lrs, regrad)
         return
-    idx = torch.from_numpy(np.asarray(rows, dtype=np.int64)).to(params[0].device)
+    idx = to_device(torch.from_numpy(np.asarray(rows, dtype=np.int64)), params[0].device)
     sub = rule.take(rows, idx)
     sub_params = [p.index_select(0, idx) for p in params]
     sub_grads = [g.index_select(0, idx) for g in grads]

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from optimizers._cohort import CohortRule, Regrad, flags, floats, step_rows
+from optimizers._cohort import CohortRule, Regrad, flags, floats, step_rows, to_device
 from optimizers.base import Hyper, LogUniform, RandInt
 
 K_SPACE = RandInt(1, 20)  # scipy.stats.randint(1, 20): k in 1..19 (§2.2)
@@ -200,7 +200,7 @@ class LookaheadCohort(CohortRule):
                 slow.addcmul_(diff, a)
                 p.copy_(slow)
             return
-        idx = torch.from_numpy(np.asarray(rows, dtype=np.int64)).to(params[0].device)
+        idx = to_device(torch.from_numpy(np.asarray(rows, dtype=np.int64)), params[0].device)
         for p, slow, a in zip(params, self.state["slow"], self.columns(alpha, params)):
             s = slow.index_select(0, idx)
             diff = p.index_select(0, idx) - s

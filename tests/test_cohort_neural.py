@@ -116,3 +116,8 @@ def test_vmap_mode_agrees_within_rounding(name: str, data_dir: Path) -> None:
             assert x[:3] == y[:3]
             if x[2] == "loss":
                 assert math.isclose(x[3], y[3], rel_tol=1e-4), (spec.optimizer, x, y)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "tf32"])
+def test_loop_mode_is_bit_identical_in_other_precisions(precision: str, data_dir: Path) -> None:
+    check_identical(specs_for("cifar10_3c3d", ["adam", "momentum"], 4, epochs=1, precision=precision), data_dir)

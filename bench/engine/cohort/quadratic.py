@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from bench.engine.cohort.program import Program, row_slices
+from optimizers._cohort import to_device
 from bench.spec import RunSpec
 from bench.train import SPLITS
 from problems.base import Batch
@@ -114,7 +115,7 @@ class QuadraticFast(QuadraticProgram):
         if len(rows) == self.size:
             return [torch.addmm(shift, theta, self.sym)]
         grad = torch.zeros_like(theta)
-        idx = torch.from_numpy(np.asarray(list(rows), dtype=np.int64)).to(theta.device)
+        idx = to_device(torch.from_numpy(np.asarray(list(rows), dtype=np.int64)), theta.device)
         grad[idx] = torch.addmm(shift, theta[idx], self.sym)
         return [grad]
 
