@@ -81,7 +81,6 @@ class Single:
     """One run's model, optimizer and step exactly as ``bench.train`` builds them."""
 
     def __init__(self, spec: RunSpec, device: torch.device, data_dir: str | None) -> None:
-        from bench.schedules import SCHEDULES  # noqa: F401
         from bench.train import make_step
         from optimizers import OPTIMIZERS
         from problems import PROBLEMS

@@ -17,7 +17,6 @@ implementation differs from the TF one here, hence no ``semantics`` switch.
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Iterable, Mapping
 
 import numpy as np

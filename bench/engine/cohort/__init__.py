@@ -140,9 +140,8 @@ def max_cohort(spec: RunSpec, device: str | torch.device) -> int:
     dev = _device(device)
     if _kind(spec.problem) == "quadratic":
         return 100_000 if dev.type == "cuda" else 10_000
-    base = PROBLEMS.get(spec.problem).__mro__
-    name = next((c.__module__.rsplit(".", 1)[-1] for c in base if c.__module__.rsplit(".", 1)[-1] in _PARAMS),
-                spec.problem)
+    name = next((c.__dict__["name"] for c in PROBLEMS.get(spec.problem).__mro__
+                 if c.__dict__.get("name") in _PARAMS), spec.problem)  # a DeepOBS problem or a subclass of one
     params = _PARAMS.get(name, 10_000_000)
     per_trial = params * 4 * 7  # parameter, gradient, up to 4 state tensors, a copy
     if dev.type == "cuda":
