@@ -6,7 +6,7 @@ HASH := $(shell cat requirements.txt pyproject.toml | sha1sum | cut -c1-12)
 STAMP := $(VENV)/.installed-$(HASH)
 DEMO_DIR ?= results/demo
 
-.PHONY: setup demo test bench bench-data bench-report
+.PHONY: setup demo test bench bench-gpu bench-data bench-report
 
 setup: $(STAMP)
 
@@ -26,8 +26,14 @@ demo: setup
 test: setup
 	$(PY) -m pytest -n 2 -p no:cacheprovider
 
+# runs/s of engine=single (1 and 2 workers) vs engine=cohort / cohort_fast on P1 and every neural problem (smoke).
 bench: setup
 	$(PY) -m bench.benchmark
+
+# The cohort engine's GPU figures (~6 min on one GPU): 3c3d single vs cohorts in fp32/tf32 with parity, P1 at
+# M = 100,000, batched LSTM vs cuDNN; written to results/bench_gpu.json. SMOKE=1: tiny, on any device.
+bench-gpu: setup
+	$(PY) -m bench.gpu_benchmark $(if $(SMOKE),--smoke) --out $(or $(OUT),results/bench_gpu.json)
 
 # Steps/s and the share of step time spent on data, per problem (smoke size on any machine; SIZE=full with data).
 bench-data: setup

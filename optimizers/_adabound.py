@@ -20,8 +20,10 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar, Iterable, Mapping
 
+import numpy as np
 import torch
 
+from optimizers._cohort import CohortRule, Regrad, flags, floats, zeros_state
 from optimizers._moments import MomentOptimizer, update_moments
 from optimizers.base import (BETA1_SPACE, BETA2_SPACE, Hyper, LogUniform, OptimizerSpec, beta, learning_rate,
                              positive, semantics)
@@ -78,6 +80,53 @@ class AdaBound(MomentOptimizer):
         torch._foreach_sub_(params, eta)
 
 
+class AdaBoundCohort(CohortRule):
+    """Batched :class:`AdaBound` (either semantics): per trial its bounds (final_lr, γ, t; torch semantics rescale
+    final_lr by lr/base_lr) as clamp columns, the step size η built with the single step's kernels in its order."""
+
+    def configure(self, hps: list[Mapping[str, Any]], params: list[torch.Tensor]) -> None:
+        self.amsbound = bool(getattr(self.spec_cls, "amsbound", False))
+        self.trial = {name: floats(hps, name)
+                      for name in ("beta1", "beta2", "epsilon", "final_lr", "gamma", "learning_rate")}
+        self.trial["scale_final_lr"] = flags([hp["semantics"] == "torch" for hp in hps])
+        self.trial["t"] = np.zeros(len(hps), dtype=np.int64)
+        self.state = {"m": zeros_state(params), "v": zeros_state(params)}
+        if self.amsbound:
+            self.state["v_hat"] = zeros_state(params)
+
+    def step(self, params: list[torch.Tensor], grads: list[torch.Tensor], lrs: np.ndarray,
+             regrad: Regrad | None = None) -> None:
+        tr = self.trial
+        tr["t"] = t = tr["t"] + 1
+        b1, b2 = tr["beta1"], tr["beta2"]
+        ms, vs = self.state["m"], self.state["v"]
+        for p, g, m, v in zip(params, grads, ms, vs):  # update_moments
+            m.lerp_(g, self.constant("1-b1", 1.0 - b1, p))
+            v.mul_(self.constant("b2", b2, p))
+            v.addcmul_(g * self.constant("1-b2", 1.0 - b2, p), g)
+        if self.amsbound:
+            for v_hat, v in zip(self.state["v_hat"], vs):
+                torch.maximum(v_hat, v, out=v_hat)
+            vs = self.state["v_hat"]
+        lr_t = lrs * np.sqrt(1.0 - self.pow("beta2", t)) / (1.0 - self.pow("beta1", t))
+        base = tr["learning_rate"]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            finals = np.where(tr["scale_final_lr"] & (base != 0.0), tr["final_lr"] * lrs / base, tr["final_lr"])
+        gamma = tr["gamma"]
+        lows = finals * (1.0 - 1.0 / (gamma * t + 1.0))  # bounds(), per trial
+        highs = finals * (1.0 + 1.0 / (gamma * t))
+        cols_lr, cols_low, cols_high = (self.columns(x, params) for x in (lr_t, lows, highs))
+        for i, (p, m, v) in enumerate(zip(params, ms, vs)):
+            eta = torch.sqrt(v)  # η = lr_t / (sqrt(v) + ε)
+            eta.add_(self.constant("eps", tr["epsilon"], p))
+            eta.reciprocal_()
+            eta.mul_(cols_lr[i])
+            eta.clamp_min_(cols_low[i])
+            eta.clamp_max_(cols_high[i])
+            eta.mul_(m)
+            p.sub_(eta)
+
+
 class AdaBoundSpec(OptimizerSpec):
     """Shared plugin declaration of adabound and amsbound (same space, same sample stream: §2.2)."""
 
@@ -91,6 +140,7 @@ class AdaBoundSpec(OptimizerSpec):
         "epsilon": positive(),
         "semantics": semantics(),
     }
+    cohort_rule = AdaBoundCohort
 
     @classmethod
     def build(cls, params: Iterable[torch.nn.Parameter], hp: Mapping[str, Any]) -> torch.optim.Optimizer:

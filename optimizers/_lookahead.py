@@ -37,11 +37,13 @@ harness's count (one per step) holds for both rules.
 from __future__ import annotations
 
 from collections import OrderedDict, defaultdict
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from optimizers._cohort import CohortRule, Regrad, flags, floats, step_rows, to_device
 from optimizers.base import Hyper, LogUniform, RandInt
 
 K_SPACE = RandInt(1, 20)  # scipy.stats.randint(1, 20): k in 1..19 (§2.2)
@@ -156,6 +158,55 @@ class Lookahead(torch.optim.Optimizer):
 
     def __repr__(self) -> str:
         return f"Lookahead(k={self.k}, alpha={self.alpha}, sync={self.sync!r}, inner={self.inner!r})"
+
+
+class LookaheadCohort(CohortRule):
+    """Batched :class:`Lookahead` around an inner rule (``inner_rule``), every trial with its own k, α and call
+    count: on a step, the trials whose call synchronises (``replace``: n % k = 0) do ``φ += α(θ − φ); θ ← φ``
+    (``add_(alpha)`` = ``addcmul_`` with the α column) and the others take the inner step (on their rows only, so
+    the syncing trials' inner state is untouched); ``after`` trials step, then sync when (n + 1) % k = 0."""
+
+    inner_rule: ClassVar[type[CohortRule]]
+
+    def configure(self, hps: list[Mapping[str, Any]], params: list[Tensor]) -> None:
+        self.trial = {"k": np.array([int(hp["k"]) for hp in hps], dtype=np.int64), "alpha": floats(hps, "alpha"),
+                      "replace": flags([hp["sync"] == "replace" for hp in hps]),
+                      "calls": np.zeros(len(hps), dtype=np.int64)}
+        self.state = {"slow": [p.detach().clone() for p in params]}  # φ₀ = θ₀
+        self.children = {"inner": self.inner_rule(self.spec_cls, hps, params)}
+
+    def on_epoch(self, epoch: int, num_epochs: int) -> None:
+        self.children["inner"].on_epoch(epoch, num_epochs)
+
+    def discards_gradient(self) -> np.ndarray | None:
+        tr = self.trial
+        return tr["replace"] & (tr["calls"] % tr["k"] == 0)
+
+    def step(self, params: list[Tensor], grads: list[Tensor], lrs: np.ndarray, regrad: Regrad | None = None) -> None:
+        tr = self.trial
+        replace_sync = self.discards_gradient()
+        step_rows(self.children["inner"], params, grads, lrs, np.flatnonzero(~replace_sync).tolist())
+        sync = replace_sync | (~tr["replace"] & ((tr["calls"] + 1) % tr["k"] == 0))
+        self.synchronise(params, np.flatnonzero(sync).tolist())
+        tr["calls"] = tr["calls"] + 1
+
+    def synchronise(self, params: list[Tensor], rows: list[int]) -> None:
+        if not rows:
+            return
+        alpha = self.trial["alpha"][rows]
+        if len(rows) == self.size:
+            for p, slow, a in zip(params, self.state["slow"], self.columns(alpha, params)):
+                diff = p - slow
+                slow.addcmul_(diff, a)
+                p.copy_(slow)
+            return
+        idx = to_device(torch.from_numpy(np.asarray(rows, dtype=np.int64)), params[0].device)
+        for p, slow, a in zip(params, self.state["slow"], self.columns(alpha, params)):
+            s = slow.index_select(0, idx)
+            diff = p.index_select(0, idx) - s
+            s.addcmul_(diff, a)
+            slow.index_copy_(0, idx, s)
+            p.index_copy_(0, idx, s)
 
 
 def wrap(inner: torch.optim.Optimizer, hp: Mapping[str, Any]) -> Lookahead:

@@ -19,16 +19,49 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
+import numpy as np
 import torch
 from pytorch_optimizer import AdaBelief as _AdaBelief
 
+from optimizers._cohort import CohortRule, Regrad, floats, zeros_state
 from optimizers.base import OPTIMIZERS, OptimizerSpec, adam_family
+
+
+class AdaBeliefCohort(CohortRule):
+    """Batched pytorch_optimizer AdaBelief (rectify off, no weight decay: its foreach path, which it takes on every
+    device): ``lerp`` m; s ← β2·s + (1−β2)·(g−m)² + ε; ``sqrt``, ``div`` √(1−β2^t), ``add`` ε; ``addcdiv``."""
+
+    def configure(self, hps: list[Mapping[str, Any]], params: list[torch.Tensor]) -> None:
+        self.trial = {"beta1": floats(hps, "beta1"), "beta2": floats(hps, "beta2"), "eps": floats(hps, "epsilon"),
+                      "step": np.zeros(len(hps), dtype=np.int64)}
+        self.state = {"exp_avg": zeros_state(params), "exp_avg_var": zeros_state(params)}
+
+    def step(self, params: list[torch.Tensor], grads: list[torch.Tensor], lrs: np.ndarray,
+             regrad: Regrad | None = None) -> None:
+        tr = self.trial
+        tr["step"] = t = tr["step"] + 1
+        b1, b2 = tr["beta1"], tr["beta2"]
+        step_size = lrs / (1 - self.pow("beta1", t))  # lr / debias(β1, t)
+        bc2_sq = np.sqrt(1 - self.pow("beta2", t))
+        neg_step, bc2 = self.columns(-step_size, params), self.columns(bc2_sq, params)
+        for i, (p, g, m, s) in enumerate(zip(params, grads, self.state["exp_avg"], self.state["exp_avg_var"])):
+            eps = self.constant("eps", tr["eps"], p)
+            m.lerp_(g, self.constant("1-b1", 1.0 - b1, p))
+            residual = g - m
+            s.mul_(self.constant("b2", b2, p))
+            s.addcmul_(residual * self.constant("1-b2", 1.0 - b2, p), residual)
+            s.add_(eps)
+            denom = torch.sqrt(s)
+            denom.div_(bc2[i])
+            denom.add_(eps)
+            p.addcdiv_(m * neg_step[i], denom)
 
 
 @OPTIMIZERS.register
 class AdaBelief(OptimizerSpec):
     study_name = "AdaBeliefOptimizer"  # the ICML version's 15th optimizer (§8); no folder in the published results
     hyperparameters = adam_family()
+    cohort_rule = AdaBeliefCohort
 
     @classmethod
     def build(cls, params: Iterable[torch.nn.Parameter], hp: Mapping[str, Any]) -> torch.optim.Optimizer:

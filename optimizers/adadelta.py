@@ -15,9 +15,34 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
+import numpy as np
 import torch
 
+from optimizers._cohort import CohortRule, Regrad, floats, zeros_state
 from optimizers.base import MOMENTUM_SPACE, OPTIMIZERS, OptimizerSpec, beta, learning_rate, positive
+
+
+class AdadeltaCohort(CohortRule):
+    """Batched ``torch.optim.Adadelta``: its single-tensor lines per trial, 1−ρ folded into ``addcmul_``'s first
+    operand and −lr into ``addcmul_`` in place of ``add_(alpha)``."""
+
+    def configure(self, hps: list[Mapping[str, Any]], params: list[torch.Tensor]) -> None:
+        self.trial = {"rho": floats(hps, "rho"), "eps": floats(hps, "epsilon")}
+        self.state = {"square_avg": zeros_state(params), "acc_delta": zeros_state(params)}
+
+    def step(self, params: list[torch.Tensor], grads: list[torch.Tensor], lrs: np.ndarray,
+             regrad: Regrad | None = None) -> None:
+        rho = self.trial["rho"]
+        for p, g, sq, acc, neg in zip(params, grads, self.state["square_avg"], self.state["acc_delta"],
+                                      self.columns(-lrs, params)):
+            r, w, eps = (self.constant(n, v, p) for n, v in (("rho", rho), ("1-rho", 1 - rho),
+                                                              ("eps", self.trial["eps"])))
+            sq.mul_(r).addcmul_(g * w, g)
+            std = sq.add(eps).sqrt_()
+            delta = acc.add(eps).sqrt_()
+            delta.div_(std).mul_(g)
+            acc.mul_(r).addcmul_(delta * w, delta)
+            p.addcmul_(delta, neg)
 
 
 @OPTIMIZERS.register
@@ -28,6 +53,7 @@ class Adadelta(OptimizerSpec):
         "rho": beta(MOMENTUM_SPACE),
         "epsilon": positive(),
     }
+    cohort_rule = AdadeltaCohort
 
     @classmethod
     def build(cls, params: Iterable[torch.nn.Parameter], hp: Mapping[str, Any]) -> torch.optim.Optimizer:

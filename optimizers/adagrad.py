@@ -11,11 +11,34 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
+import numpy as np
 import torch
 
+from optimizers._cohort import CohortRule, Regrad, floats
 from optimizers.base import OPTIMIZERS, Hyper, HyperparameterError, OptimizerSpec, learning_rate, semantics
 
 TORCH_EPS = 1e-10  # torch.optim.Adagrad's default eps
+
+
+class AdagradCohort(CohortRule):
+    """Batched ``torch.optim.Adagrad`` (lr_decay 0) as :meth:`Adagrad.build` configures it: per trial acc₀ and ε
+    (0 for TF semantics), ``addcmul_(g, g, value=1)``, ``sqrt().add_(ε)``, ``addcdiv_`` with −clr folded in."""
+
+    def configure(self, hps: list[Mapping[str, Any]], params: list[torch.Tensor]) -> None:
+        self.trial = {"initial": floats(hps, "initial_accumulator_value"),
+                      "eps": np.array([0.0 if hp["semantics"] == "tf" else TORCH_EPS for hp in hps]),
+                      "step": np.zeros(len(hps), dtype=np.float64)}
+        self.state = {"sum": [self.column(self.trial["initial"], p).expand_as(p).clone() for p in params]}
+
+    def step(self, params: list[torch.Tensor], grads: list[torch.Tensor], lrs: np.ndarray,
+             regrad: Regrad | None = None) -> None:
+        tr = self.trial
+        tr["step"] = tr["step"] + 1.0  # torch's float32 step tensor, read with .item()
+        clr = lrs / (1 + (tr["step"] - 1) * 0.0)  # lr_decay = 0
+        for p, g, acc, neg in zip(params, grads, self.state["sum"], self.columns(-clr, params)):
+            acc.addcmul_(g, g, value=1)
+            std = acc.sqrt().add_(self.constant("eps", tr["eps"], p))
+            p.addcdiv_(g * neg, std)
 
 
 @OPTIMIZERS.register
@@ -26,6 +49,7 @@ class Adagrad(OptimizerSpec):
         "initial_accumulator_value": Hyper(float, low=0.0),
         "semantics": semantics(),
     }
+    cohort_rule = AdagradCohort
 
     @classmethod
     def check_combination(cls, hp: Mapping[str, Any]) -> None:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Mapping
 
+import numpy as np
 import torch
 
+from optimizers._cohort import CohortRule, Regrad, floats, tf_semantics_only, zeros_state
 from optimizers._moments import MomentOptimizer, update_moments
 from optimizers.base import OPTIMIZERS, OptimizerSpec, adam_family, semantics
 
@@ -40,10 +42,47 @@ class TFAdam(MomentOptimizer):
         return vs
 
 
+class TFAdamCohort(CohortRule):
+    """Batched :class:`TFAdam` (and, through two hooks as there, NAdam and AMSGrad): per trial the same kernels —
+    ``lerp`` of m, ``mul``/``addcmul`` of v (the factor 1−β2 folded into the first operand), ``sqrt``, ``add`` ε,
+    ``addcdiv`` with −lr_t folded into the numerator; lr_t computed per trial in python as the single step does."""
+
+    unsupported = staticmethod(tf_semantics_only)
+
+    def configure(self, hps: list[Mapping[str, Any]], params: list[torch.Tensor]) -> None:
+        self.trial = {"beta1": floats(hps, "beta1"), "beta2": floats(hps, "beta2"), "epsilon": floats(hps, "epsilon"),
+                      "t": np.zeros(len(hps), dtype=np.int64)}
+        self.state = {"m": zeros_state(params), "v": zeros_state(params)}
+
+    def step(self, params: list[torch.Tensor], grads: list[torch.Tensor], lrs: np.ndarray,
+             regrad: Regrad | None = None) -> None:
+        tr = self.trial
+        tr["t"] = t = tr["t"] + 1
+        b1, b2 = tr["beta1"], tr["beta2"]
+        ms, vs = self.state["m"], self.state["v"]
+        for p, g, m, v in zip(params, grads, ms, vs):  # update_moments
+            m.lerp_(g, self.constant("1-b1", 1.0 - b1, p))
+            v.mul_(self.constant("b2", b2, p))
+            v.addcmul_(g * self.constant("1-b2", 1.0 - b2, p), g)
+        lr_t = lrs * np.sqrt(1.0 - self.pow("beta2", t)) / (1.0 - self.pow("beta1", t))
+        neg_lr_t = self.columns(-lr_t, params)
+        for i, (p, g, m, d) in enumerate(zip(params, grads, ms, self.denominator_moments(vs))):
+            denom = torch.sqrt(d)
+            denom.add_(self.constant("eps", tr["epsilon"], p))
+            p.addcdiv_(self.numerator(i, m, g, p) * neg_lr_t[i], denom)
+
+    def numerator(self, i: int, m: torch.Tensor, g: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        return m
+
+    def denominator_moments(self, vs: list[torch.Tensor]) -> list[torch.Tensor]:
+        return vs
+
+
 @OPTIMIZERS.register
 class Adam(OptimizerSpec):
     study_name = "AdamOptimizer"
     hyperparameters = {**adam_family(), "semantics": semantics()}
+    cohort_rule = TFAdamCohort
 
     @classmethod
     def build(cls, params: Iterable[torch.nn.Parameter], hp: Mapping[str, Any]) -> torch.optim.Optimizer:

@@ -16,7 +16,8 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
-from optimizers.adam import Adam, TFAdam
+from optimizers._cohort import zeros_state
+from optimizers.adam import Adam, TFAdam, TFAdamCohort
 from optimizers.base import OPTIMIZERS, OptimizerSpec
 
 
@@ -32,10 +33,24 @@ class TFAMSGrad(TFAdam):
         return v_maxs
 
 
+class TFAMSGradCohort(TFAdamCohort):
+    """Batched :class:`TFAMSGrad`: the running maximum (``maximum_``) of v in the denominator."""
+
+    def configure(self, hps: list[Mapping[str, Any]], params: list[torch.Tensor]) -> None:
+        super().configure(hps, params)
+        self.state["v_max"] = zeros_state(params)
+
+    def denominator_moments(self, vs: list[torch.Tensor]) -> list[torch.Tensor]:
+        for v_max, v in zip(self.state["v_max"], vs):
+            torch.maximum(v_max, v, out=v_max)
+        return self.state["v_max"]
+
+
 @OPTIMIZERS.register
 class AMSGrad(OptimizerSpec):
     study_name = "AMSGrad"
     hyperparameters = dict(Adam.hyperparameters)  # lr, β1, β2 drawn as Adam's (§2.2); ε fixed
+    cohort_rule = TFAMSGradCohort
 
     @classmethod
     def build(cls, params: Iterable[torch.nn.Parameter], hp: Mapping[str, Any]) -> torch.optim.Optimizer:

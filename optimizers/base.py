@@ -143,6 +143,8 @@ class OptimizerSpec:
     hyperparameters: ClassVar[dict[str, Hyper]]
     needs_closure: ClassVar[bool] = False  # step(closure) that re-evaluates loss and gradients (L-BFGS, SAM)
     create_graph: ClassVar[bool] = False  # backward(create_graph=True) for Hessian-vector products (Sophia-H)
+    cohort_rule: ClassVar[type | None] = None  # the batched form (an ``optimizers._cohort.CohortRule``), if any
+    cohort_note: ClassVar[str | None] = None  # why there is none: the one line a user sees (engine=cohort)
 
     @classmethod
     def validate(cls, hyperparameters: Mapping[str, Any]) -> dict[str, Any]:
@@ -179,6 +181,15 @@ class OptimizerSpec:
     @classmethod
     def on_epoch(cls, optimizer: torch.optim.Optimizer, epoch: int, num_epochs: int) -> None:
         """Called by the run loop before each training epoch (e.g. a momentum warm-up adjusts its coefficient)."""
+
+    @classmethod
+    def cohort_unsupported(cls, hp: Mapping[str, Any]) -> str | None:
+        """Why trials of this optimizer with ``hp`` cannot train in a cohort (``bench.engine.cohort``); None: they can.
+
+        A plugin opts in by setting ``cohort_rule``; without one its trials train alone."""
+        if cls.cohort_rule is None:
+            return cls.cohort_note or f"optimizer {cls.name} has no batched (cohort) form"
+        return cls.cohort_rule.unsupported(hp)
 
     @classmethod
     def grad_evals(cls, hp: Mapping[str, Any], steps: int, closure_calls: int) -> float:

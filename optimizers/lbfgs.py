@@ -30,6 +30,7 @@ from optimizers.base import OPTIMIZERS, Hyper, HyperparameterError, OptimizerSpe
 @OPTIMIZERS.register
 class Lbfgs(OptimizerSpec):
     needs_closure = True
+    cohort_note = "L-BFGS's line search makes a trial-dependent number of gradient evaluations per step"
     hyperparameters = {
         "learning_rate": learning_rate(),
         "max_iter": Hyper(int, low=1),

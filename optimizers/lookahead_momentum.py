@@ -13,8 +13,13 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
-from optimizers._lookahead import alpha_hyper, k_hyper, sync_hyper, wrap
+from optimizers._lookahead import LookaheadCohort, alpha_hyper, k_hyper, sync_hyper, wrap
 from optimizers.base import MOMENTUM_SPACE, OPTIMIZERS, OptimizerSpec, beta, learning_rate
+from optimizers.momentum import MomentumCohort
+
+
+class LookaheadMomentumCohort(LookaheadCohort):
+    inner_rule = MomentumCohort  # torch SGD(momentum=ρ), no warm-up: the inner optimizer's own rule
 
 
 @OPTIMIZERS.register
@@ -27,6 +32,7 @@ class LookaheadMomentum(OptimizerSpec):
         "alpha": alpha_hyper(),
         "sync": sync_hyper(),
     }
+    cohort_rule = LookaheadMomentumCohort
 
     @classmethod
     def build(cls, params: Iterable[torch.nn.Parameter], hp: Mapping[str, Any]) -> torch.optim.Optimizer:

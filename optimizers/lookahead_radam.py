@@ -31,10 +31,11 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
-from optimizers._lookahead import alpha_hyper, k_hyper, sync_hyper, wrap
+from optimizers._lookahead import LookaheadCohort, alpha_hyper, k_hyper, sync_hyper, wrap
 from optimizers.base import (BETA1_SPACE, BETA2_SPACE, OPTIMIZERS, Hyper, HyperparameterError, OptimizerSpec, beta,
                              learning_rate, positive, semantics)
-from optimizers.radam import TFRAdam, build_radam
+from optimizers._cohort import tf_semantics_only
+from optimizers.radam import TFRAdam, TFRAdamCohort, build_radam
 
 
 class UnfinishedTFRAdam(TFRAdam):
@@ -47,6 +48,13 @@ class UnfinishedTFRAdam(TFRAdam):
     def update(self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor],
                states: list[dict[str, Any]], t: int) -> None:
         super().update(group, params, grads, states, 1)
+
+
+class LookaheadRAdamCohort(LookaheadCohort):
+    """The inner rule is batched TFRAdam, ``frozen`` per trial (t = 1) or advancing with the trial's own inner steps."""
+
+    inner_rule = TFRAdamCohort
+    unsupported = staticmethod(tf_semantics_only)
 
 
 @OPTIMIZERS.register
@@ -63,6 +71,7 @@ class LookaheadRAdam(OptimizerSpec):
         "sync": sync_hyper(),
         "inner_step_count": Hyper(str, choices=("frozen", "advancing")),
     }
+    cohort_rule = LookaheadRAdamCohort
 
     @classmethod
     def check_combination(cls, hp: Mapping[str, Any]) -> None:

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 from typing import Any, Callable, ClassVar, Iterable, Mapping
 
+import numpy as np
 import torch
 
+from optimizers._cohort import CohortRule, Regrad, zeros_state
 from optimizers.base import MOMENTUM_SPACE, OPTIMIZERS, Hyper, OptimizerSpec, beta, learning_rate
 
 
@@ -47,6 +49,63 @@ class WarmupSGD(torch.optim.SGD):
         return loss
 
 
+class MomentumCohort(CohortRule):
+    """Batched ``torch.optim.SGD`` (dampening 0, heavy ball or Nesterov) with :class:`WarmupSGD`'s buffer rule.
+
+    Per trial and step, as torch's single-tensor loop: a non-zero coefficient ρ starts the buffer (v = g, its first
+    use) or updates it (v = ρ·v + g); a coefficient of exactly 0 (a warm-up from 0, or ρ = 0) steps with g and, as
+    WarmupSGD, keeps v = g when the target momentum is not 0. Then θ += −lr·d with d = v (heavy ball), g + ρ·v
+    (Nesterov) or g (ρ = 0). Also the inner rule of Lookahead-Momentum and SAM's base (plain torch SGD: no warm-up).
+    """
+
+    def configure(self, hps: list[Mapping[str, Any]], params: list[torch.Tensor]) -> None:
+        self.nesterov = bool(getattr(self.spec_cls, "nesterov", False))
+        self.trial = {
+            "target": np.array([float(hp.get("momentum", 0.0)) for hp in hps]),
+            "start": np.array([float(hp.get("momentum_warmup_start", 0.0)) for hp in hps]),
+            "warmup_epochs": np.array([int(hp.get("momentum_warmup_epochs", 0)) for hp in hps], dtype=np.int64),
+            "has_buf": np.zeros(len(hps), dtype=bool),
+        }
+        self.on_epoch(0, 0)
+        self.state = {"buf": zeros_state(params)}
+
+    def on_epoch(self, epoch: int, num_epochs: int) -> None:
+        t = self.trial
+        t["momentum"] = np.array([warmup_momentum(epoch, m, s, w) for m, s, w in
+                                  zip(t["target"].tolist(), t["start"].tolist(), t["warmup_epochs"].tolist())],
+                                 dtype=np.float64).reshape(-1)
+
+    def step(self, params: list[torch.Tensor], grads: list[torch.Tensor], lrs: np.ndarray,
+             regrad: Regrad | None = None) -> None:
+        t = self.trial
+        mu, has_buf = t["momentum"], t["has_buf"]
+        moving = mu != 0.0
+        update = moving & has_buf  # v = ρ·v + g
+        restart = (moving & ~has_buf) | (~moving & (t["target"] != 0.0))  # v = g
+        any_update, all_update, any_restart = update.any(), update.all(), restart.any()
+        any_moving, all_moving = moving.any(), moving.all()
+        neg_lrs = self.columns(-lrs, params)
+        mus = self.columns(mu, params) if any_moving else [None] * len(params)
+        for p, g, buf, neg_lr, rho in zip(params, grads, self.state["buf"], neg_lrs, mus):
+            if all_update:
+                buf.mul_(rho).add_(g)
+            elif any_update or any_restart:
+                new = buf
+                if any_update:
+                    new = torch.where(self.mask(update, p), buf.mul(rho).add_(g), new)
+                if any_restart:
+                    new = torch.where(self.mask(restart, p), g, new)
+                buf.copy_(new)
+            if not any_moving:
+                direction = g
+            else:
+                direction = g.addcmul(buf, rho) if self.nesterov else buf
+                if not all_moving:
+                    direction = torch.where(self.mask(moving, p), direction, g)
+            p.addcmul_(direction, neg_lr)
+        t["has_buf"] = has_buf | restart
+
+
 @OPTIMIZERS.register
 class Momentum(OptimizerSpec):
     study_name = "MomentumOptimizer"
@@ -57,6 +116,7 @@ class Momentum(OptimizerSpec):
         "momentum_warmup_epochs": Hyper(int, low=0),
         "momentum_warmup_start": beta(),
     }
+    cohort_rule = MomentumCohort
 
     @classmethod
     def build(cls, params: Iterable[torch.nn.Parameter], hp: Mapping[str, Any]) -> torch.optim.Optimizer:

@@ -17,7 +17,7 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
-from optimizers.adam import Adam, TFAdam
+from optimizers.adam import Adam, TFAdam, TFAdamCohort
 from optimizers.base import OPTIMIZERS, OptimizerSpec
 
 
@@ -30,10 +30,19 @@ class TFNadam(TFAdam):
         return numer
 
 
+class TFNadamCohort(TFAdamCohort):
+    """Batched :class:`TFNadam`: numerator g·(1−β1), then ``add_(m, alpha=β1)`` = ``addcmul_(m, β1 column)``."""
+
+    def numerator(self, i: int, m: torch.Tensor, g: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        numer = g * self.constant("1-b1", 1.0 - self.trial["beta1"], p)
+        return numer.addcmul_(m, self.constant("b1", self.trial["beta1"], p))
+
+
 @OPTIMIZERS.register
 class Nadam(OptimizerSpec):
     study_name = "NadamOptimizer"
     hyperparameters = dict(Adam.hyperparameters)  # lr, β1, β2 drawn as Adam's (§2.2); ε fixed
+    cohort_rule = TFNadamCohort
 
     @classmethod
     def build(cls, params: Iterable[torch.nn.Parameter], hp: Mapping[str, Any]) -> torch.optim.Optimizer:

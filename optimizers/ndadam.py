@@ -47,9 +47,11 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Mapping
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from optimizers._cohort import CohortRule, Regrad, floats, zeros_state
 from optimizers._moments import MomentOptimizer
 from optimizers.base import OPTIMIZERS, Hyper, OptimizerSpec, adam_family, positive
 
@@ -128,6 +130,37 @@ class NDAdam(MomentOptimizer):
         torch._foreach_addcdiv_(params, ms, denom, value=-step_size)
 
 
+class NDAdamCohort(CohortRule):
+    """Batched ND-Adam without weight vectors (``vec_axes=none``, the study's): the paper's Adam, ε after the bias
+    correction, with :meth:`NDAdam._adam_step`'s kernels."""
+
+    @staticmethod
+    def unsupported(hp: Mapping[str, Any]) -> str | None:
+        if hp["vec_axes"] != "none":
+            return f"ND-Adam with vec_axes={hp['vec_axes']} (per-vector norms) has no batched form; vec_axes=none has"
+        return None
+
+    def configure(self, hps: list[Mapping[str, Any]], params: list[Tensor]) -> None:
+        self.trial = {"beta1": floats(hps, "beta1"), "beta2": floats(hps, "beta2"), "eps": floats(hps, "epsilon"),
+                      "t": np.zeros(len(hps), dtype=np.int64)}
+        self.state = {"m": zeros_state(params), "v": zeros_state(params)}
+
+    def step(self, params: list[Tensor], grads: list[Tensor], lrs: np.ndarray, regrad: Regrad | None = None) -> None:
+        tr = self.trial
+        tr["t"] = t = tr["t"] + 1
+        b1, b2 = tr["beta1"], tr["beta2"]
+        step_size = lrs / (1.0 - self.pow("beta1", t))
+        sqrt_bc2 = np.sqrt(1.0 - self.pow("beta2", t))
+        neg_step, bc2 = self.columns(-step_size, params), self.columns(sqrt_bc2, params)
+        for i, (p, g, m, v) in enumerate(zip(params, grads, self.state["m"], self.state["v"])):
+            m.lerp_(g, self.constant("1-b1", 1.0 - b1, p))
+            v.lerp_(g * g, self.constant("1-b2", 1.0 - b2, p))
+            denom = torch.sqrt(v)
+            denom.div_(bc2[i])
+            denom.add_(self.constant("eps", tr["eps"], p))
+            p.addcdiv_(m * neg_step[i], denom)
+
+
 @OPTIMIZERS.register
 class NDAdamSpec(OptimizerSpec):
     study_name = "NDAdamOptimizer"
@@ -138,6 +171,7 @@ class NDAdamSpec(OptimizerSpec):
         "vec_lr_factor": positive(),
         "normalise_at_init": Hyper(bool),
     }
+    cohort_rule = NDAdamCohort
 
     @classmethod
     def build(cls, params: Iterable[torch.nn.Parameter], hp: Mapping[str, Any]) -> torch.optim.Optimizer:

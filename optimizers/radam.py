@@ -20,8 +20,10 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Mapping
 
+import numpy as np
 import torch
 
+from optimizers._cohort import CohortRule, Regrad, flags, floats, tf_semantics_only, zeros_state
 from optimizers.adam import Adam
 from optimizers._moments import MomentOptimizer, update_moments
 from optimizers.base import (OPTIMIZERS, OptimizerSpec)
@@ -62,6 +64,55 @@ class TFRAdam(MomentOptimizer):
         torch._foreach_addcdiv_(params, ms, denom, value=-lr * r_t / bc1)
 
 
+class TFRAdamCohort(CohortRule):
+    """Batched :class:`TFRAdam`; each trial takes its own branch (ρ_t > 5 depends on its β2): both updates are
+    computed where the cohort holds both kinds and each trial's is selected. ``frozen`` trials (Lookahead-RAdam as
+    the study ran it, :class:`~optimizers.lookahead_radam.UnfinishedTFRAdam`) use t = 1 in the rule."""
+
+    unsupported = staticmethod(tf_semantics_only)
+
+    def configure(self, hps: list[Mapping[str, Any]], params: list[torch.Tensor]) -> None:
+        self.trial = {"beta1": floats(hps, "beta1"), "beta2": floats(hps, "beta2"), "epsilon": floats(hps, "epsilon"),
+                      "t": np.zeros(len(hps), dtype=np.int64),
+                      "frozen": flags([hp.get("inner_step_count", "advancing") == "frozen" for hp in hps])}
+        self.state = {"m": zeros_state(params), "v": zeros_state(params)}
+
+    def step(self, params: list[torch.Tensor], grads: list[torch.Tensor], lrs: np.ndarray,
+             regrad: Regrad | None = None) -> None:
+        tr = self.trial
+        tr["t"] = tr["t"] + 1
+        ts = np.where(tr["frozen"], 1, tr["t"])
+        b1, b2 = tr["beta1"], tr["beta2"]
+        ms, vs = self.state["m"], self.state["v"]
+        for p, g, m, v in zip(params, grads, ms, vs):  # update_moments
+            m.lerp_(g, self.constant("1-b1", 1.0 - b1, p))
+            v.mul_(self.constant("b2", b2, p))
+            v.addcmul_(g * self.constant("1-b2", 1.0 - b2, p), g)
+        bc1 = 1.0 - self.pow("beta1", ts)
+        b2t = self.pow("beta2", ts)
+        with np.errstate(invalid="ignore", divide="ignore"):  # rectification(), per trial, in its operation order
+            rho_inf = 2.0 / (1.0 - b2) - 1.0
+            rho_t = rho_inf - 2.0 * ts * b2t / (1.0 - b2t)
+            rect = rho_t > RHO_THRESHOLD
+            r_t = np.sqrt((rho_t - 4.0) / (rho_inf - 4.0) * (rho_t - 2.0) / (rho_inf - 2.0) * rho_inf / rho_t)
+        any_rect, all_rect = rect.any(), rect.all()
+        plain = self.columns(np.where(rect, 0.0, -lrs / bc1), params) if not all_rect else None
+        if any_rect:
+            rates = self.columns(np.where(rect, -lrs * r_t / bc1, 0.0), params)
+            bc2 = self.columns(np.where(rect, 1.0 - b2t, 1.0), params)
+        for i, (p, m, v) in enumerate(zip(params, ms, vs)):
+            if not any_rect:
+                p.addcmul_(m, plain[i])
+                continue
+            denom = v / bc2[i]  # sqrt(v/(1−β2^t)) + ε, in the port's order
+            denom.sqrt_()
+            denom.add_(self.constant("eps", tr["epsilon"], p))
+            if all_rect:
+                p.addcdiv_(m * rates[i], denom)
+            else:
+                p.copy_(torch.where(self.mask(rect, p), p.addcdiv(m * rates[i], denom), p.addcmul(m, plain[i])))
+
+
 def build_radam(params: Iterable[torch.nn.Parameter], hp: Mapping[str, Any]) -> torch.optim.Optimizer:
     """TFRAdam, or torch.optim.RAdam for ``semantics=torch`` (shared with lookahead_radam)."""
     if hp["semantics"] == "torch":
@@ -74,6 +125,7 @@ def build_radam(params: Iterable[torch.nn.Parameter], hp: Mapping[str, Any]) -> 
 class RAdam(OptimizerSpec):
     study_name = "RAdamOptimizer"
     hyperparameters = dict(Adam.hyperparameters)  # lr, β1, β2 drawn as Adam's (§2.2); ε fixed
+    cohort_rule = TFRAdamCohort
 
     @classmethod
     def build(cls, params: Iterable[torch.nn.Parameter], hp: Mapping[str, Any]) -> torch.optim.Optimizer:

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
+import numpy as np
 import torch
 
+from optimizers._cohort import CohortRule, Regrad, flags, floats, tf_semantics_only, zeros_state
 from optimizers._moments import MomentOptimizer
 from optimizers.base import (MOMENTUM_SPACE, OPTIMIZERS, Hyper, OptimizerSpec, beta, learning_rate, positive,
                              semantics)
@@ -57,6 +59,59 @@ class TFRMSProp(MomentOptimizer):
             torch._foreach_sub_(params, moms)
 
 
+class TFRMSPropCohort(CohortRule):
+    """Batched :class:`TFRMSProp` (ms₀ = 1, ε inside the root); ``centered`` and a non-zero momentum per trial (both
+    forms computed where the cohort mixes them, each trial's selected)."""
+
+    unsupported = staticmethod(tf_semantics_only)
+
+    def configure(self, hps: list[Mapping[str, Any]], params: list[torch.Tensor]) -> None:
+        self.trial = {"decay": floats(hps, "decay"), "momentum": floats(hps, "momentum"), "eps": floats(hps, "epsilon"),
+                      "centered": flags([hp["centered"] for hp in hps])}
+        self.state = {"ms": [torch.ones_like(p) for p in params]}  # TF 1.x: ones_initializer
+        if self.trial["centered"].any():
+            self.state["mg"] = zeros_state(params)
+        if (self.trial["momentum"] != 0.0).any():
+            self.state["mom"] = zeros_state(params)
+
+    def step(self, params: list[torch.Tensor], grads: list[torch.Tensor], lrs: np.ndarray,
+             regrad: Regrad | None = None) -> None:
+        tr = self.trial
+        centered, moving = tr["centered"], tr["momentum"] != 0.0
+        any_c, all_c, any_m, all_m = centered.any(), centered.all(), moving.any(), moving.all()
+        neg_lr = self.columns(-lrs, params)
+        pos_lr = self.columns(lrs, params) if any_m else neg_lr
+        for i, (p, g, ms) in enumerate(zip(params, grads, self.state["ms"])):
+            weight = self.constant("1-decay", 1.0 - tr["decay"], p)
+            eps = self.constant("eps", tr["eps"], p)
+            ms.lerp_(g * g, weight)
+            if any_c:
+                mg = self.state["mg"][i]
+                mg.lerp_(g, weight)
+                denom_c = torch.addcmul(ms, mg, mg, value=-1.0)
+                denom_c.add_(eps)
+            if not all_c:
+                denom = ms + eps
+                if any_c:
+                    denom = torch.where(self.mask(centered, p), denom_c, denom)
+            else:
+                denom = denom_c
+            denom.sqrt_()
+            if not any_m:
+                p.addcdiv_(g * neg_lr[i], denom)
+                continue
+            mom = self.state["mom"][i]
+            mom_new = mom.mul(self.constant("momentum", tr["momentum"], p))
+            mom_new.addcdiv_(g * pos_lr[i], denom)
+            if all_m:
+                mom.copy_(mom_new)
+                p.sub_(mom)
+            else:
+                mask = self.mask(moving, p)
+                mom.copy_(torch.where(mask, mom_new, mom))
+                p.copy_(torch.where(mask, p - mom, p.addcdiv(g * neg_lr[i], denom)))
+
+
 @OPTIMIZERS.register
 class RMSProp(OptimizerSpec):
     study_name = "RMSPropOptimizer"
@@ -68,6 +123,7 @@ class RMSProp(OptimizerSpec):
         "centered": Hyper(bool),
         "semantics": semantics(),
     }
+    cohort_rule = TFRMSPropCohort
 
     @classmethod
     def build(cls, params: Iterable[torch.nn.Parameter], hp: Mapping[str, Any]) -> torch.optim.Optimizer:

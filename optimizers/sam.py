@@ -23,10 +23,59 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Mapping
 
+import numpy as np
 import torch
 from pytorch_optimizer import SAM as LibrarySAM
 
+from optimizers._cohort import CohortRule, Regrad, flags, floats
 from optimizers.base import MOMENTUM_SPACE, OPTIMIZERS, Hyper, LogUniform, OptimizerSpec, learning_rate, positive
+from optimizers.momentum import MomentumCohort
+
+PERTURB_EPS = 1e-12  # pytorch_optimizer SAM's default perturb_eps
+
+
+class SAMCohort(CohortRule):
+    """Batched :class:`ClosureSAM`: per trial the library's global gradient norm (per-tensor norms, squared, summed
+    in float32; ASAM weights g by |θ|), ``scale = (1/‖g‖)·ρ`` (``ρ / tensor`` is ``reciprocal() * ρ`` in torch),
+    θ += g·scale (ASAM: θ²·g·scale), the second gradient through ``regrad``, θ restored from its copy, then the
+    base torch SGD step (:class:`~optimizers.momentum.MomentumCohort`) with that gradient."""
+
+    passes = 2
+
+    def configure(self, hps: list[Mapping[str, Any]], params: list[torch.Tensor]) -> None:
+        self.trial = {"rho": floats(hps, "rho"), "adaptive": flags([hp["adaptive"] for hp in hps])}
+        self.children = {"base": MomentumCohort(self.spec_cls, hps, params)}
+
+    def on_epoch(self, epoch: int, num_epochs: int) -> None:
+        self.children["base"].on_epoch(epoch, num_epochs)
+
+    def step(self, params: list[torch.Tensor], grads: list[torch.Tensor], lrs: np.ndarray,
+             regrad: Regrad | None = None) -> None:
+        if regrad is None:
+            raise RuntimeError("SAM's batched step needs regrad (the gradient at θ + ε̂)")
+        adaptive = self.trial["adaptive"]
+        any_a = adaptive.any()
+        weighted = grads
+        if any_a:
+            weighted = [torch.where(self.mask(adaptive, p), g * p.abs(), g) if not adaptive.all() else g * p.abs()
+                        for p, g in zip(params, grads)]
+        rows = [[w[r] for w in weighted] for r in range(self.size)]
+        norms = torch._foreach_norm([t for row in rows for t in row])  # per tensor, as the library's foreach norm
+        squared = torch.stack(norms).view(self.size, len(params)).float().square_()
+        total = squared[:, 0].clone() if len(params) == 1 else torch.stack([row.sum() for row in squared])
+        grad_norm = total.sqrt_().add_(PERTURB_EPS)
+        scale = grad_norm.reciprocal() * self.column(self.trial["rho"], grad_norm)
+        saved = [p.clone() for p in params]
+        for p, g in zip(params, grads):
+            s = scale.to(p).view(-1, *([1] * (p.ndim - 1)))
+            e_w = g * s
+            if any_a:
+                e_w = torch.where(self.mask(adaptive, p), torch.pow(p, 2) * g * s, e_w)
+            p.add_(e_w)
+        second = regrad()
+        for p, old in zip(params, saved):
+            p.copy_(old)
+        self.children["base"].step(params, second, lrs)
 
 
 class ClosureSAM(LibrarySAM):
@@ -51,6 +100,7 @@ class Sam(OptimizerSpec):
         "rho": positive(LogUniform(-2.0, 0.0)),
         "adaptive": Hyper(bool),
     }
+    cohort_rule = SAMCohort
 
     @classmethod
     def build(cls, params: Iterable[torch.nn.Parameter], hp: Mapping[str, Any]) -> torch.optim.Optimizer:

@@ -45,6 +45,7 @@ class SophiaGOptimizer(Sophia):
 @OPTIMIZERS.register
 class SophiaG(OptimizerSpec):
     needs_closure = True
+    cohort_note = "Sophia-G's Hessian estimates draw labels from the global RNG at trial-dependent steps"
     hyperparameters = SOPHIA_HYPERPARAMETERS
 
     @classmethod

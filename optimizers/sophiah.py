@@ -47,6 +47,7 @@ class SophiaHOptimizer(Sophia):
 @OPTIMIZERS.register
 class SophiaH(OptimizerSpec):
     create_graph = True
+    cohort_note = "Sophia-H's Hessian estimates draw from the global RNG at trial-dependent steps and need double backward"
     hyperparameters = SOPHIA_HYPERPARAMETERS
 
     @classmethod

@@ -86,3 +86,61 @@ class CharRNN(nn.Module):
             h = F.dropout(h, self.drop, self.training)
             new_state.append(s)
         return F.linear(h, self.softmax_w, self.softmax_b), tuple(new_state)
+
+
+# ------------------------------------------------------------------------------------------ batched (cohorts)
+def batched_char_rnn(params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor,
+                     state: tuple[LSTMState, ...] | None, *, training: bool, drop: float
+                     ) -> tuple[Tensor, tuple[LSTMState, ...]]:
+    """:meth:`CharRNN.forward` for M models at once (``bench.engine.cohort``): ``params``/``buffers`` stacked
+    (M, ...) under CharRNN's names, char ids x (batch, time) shared → logits (M, batch, time, vocab) and the new
+    (h, c) of every layer, each (M, batch, hidden).
+
+    ``aten::lstm`` has no vmap rule, so the LSTM runs as explicit gates over the stacked kernels (torch's gate order
+    i, f, g, o; TF's forget bias added to the forget rows). Every model gets the dropout masks the single model
+    draws: each mask is drawn, as ``F.dropout`` draws it there, on one (batch, time, features) tensor. Same
+    function as :class:`CharRNN`, other kernels: not bit-identical to it.
+    """
+    emb = params["embedding"]
+    m = emb.shape[0]
+    h = emb[:, x]  # (M, B, T, H)
+    new_state = []
+    layer = 0
+    while f"cells.{layer}.kernel" in params:
+        h = _shared_dropout(h, drop, training)
+        bias = params[f"cells.{layer}.bias"] + buffers[f"cells.{layer}.forget_bias"]
+        h, s = _batched_lstm(h, params[f"cells.{layer}.kernel"], bias, None if state is None else state[layer])
+        h = _shared_dropout(h, drop, training)
+        new_state.append(s)
+        layer += 1
+    w, b = params["softmax_w"], params["softmax_b"]
+    logits = torch.baddbmm(b.unsqueeze(1), h.reshape(m, -1, h.shape[-1]), w.transpose(1, 2))
+    return logits.view(*h.shape[:-1], w.shape[1]), tuple(new_state)
+
+
+def _shared_dropout(h: Tensor, p: float, training: bool) -> Tensor:
+    if not training or p == 0.0:
+        return h
+    mask = F.dropout(torch.ones(h.shape[1:], dtype=h.dtype, device=h.device), p, True)  # one draw, as the single
+    return h * mask
+
+
+def _batched_lstm(x: Tensor, kernel: Tensor, bias: Tensor, state: LSTMState | None) -> tuple[Tensor, LSTMState]:
+    """x (M, B, T, in), kernel (M, 4h, in + h), bias (M, 4h) → outputs (M, B, T, h) and the final (h, c)."""
+    m, b, t, n_in = x.shape
+    hidden = kernel.shape[1] // 4
+    w_ih, w_hh = kernel[:, :, :n_in], kernel[:, :, n_in:]
+    xp = torch.baddbmm(bias.unsqueeze(1), x.reshape(m, b * t, n_in), w_ih.transpose(1, 2)).view(m, b, t, 4 * hidden)
+    if state is None:
+        h = c = x.new_zeros(m, b, hidden)
+    else:
+        h, c = state
+    w_hh_t = w_hh.transpose(1, 2)
+    outs = []
+    for step in range(t):
+        gates = torch.baddbmm(xp[:, :, step], h, w_hh_t)
+        i, f, g, o = gates.chunk(4, dim=-1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        outs.append(h)
+    return torch.stack(outs, dim=2), (h, c)
