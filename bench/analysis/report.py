@@ -153,6 +153,9 @@ def build(results_dir: str | Path, out: str | Path | None = None, *, compare_wit
         if compare_with is not None:
             other = load(compare_with, diverged=diverged, source=compare_source, selection=selection)
             doc.timed("comparison", _comparison, res, main, other, fig_dir)
+    from bench.analysis import landscape
+
+    doc.timed("landscape", landscape.section, res.results_dir, fig_dir)
     return _finish(doc)
 
 
