@@ -59,7 +59,7 @@ class Settings:
     pca_grid: int = 25             # trajectory-plane points per axis
     pca_margin: float = 0.25       # plane grid beyond the projected path, as a fraction of its extent
     method: str = "lanczos"        # lanczos | power
-    lanczos_steps: int = 20
+    lanczos_steps: int = 30
     power_iterations: int = 100
     top_k: int = 3
     hessian_rows: int | None = None  # train-eval rows of the Hessian (None: all evaluated rows)
@@ -265,6 +265,8 @@ def pca_plane(params: Tensor, final: Tensor | None = None, *, chunk: int = 1 << 
         d = params[:, c:c + chunk].double() - final[c:c + chunk].double()
         coords += d @ u[:, c:c + chunk].T
         sq += d.square().sum(dim=1)
+    signs = torch.where(coords[0] < 0, -1.0, 1.0).to(torch.float64)  # orientation: the start in the (+, +) quadrant
+    u, coords = u * signs.reshape(2, 1), coords * signs
     residual = (sq - coords.square().sum(dim=1)).clamp(min=0.0).sqrt()
     return Plane(u.float(), (evals[:2] / total).tolist(), coords.numpy(), residual.numpy())
 

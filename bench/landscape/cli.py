@@ -57,7 +57,7 @@ def _add_settings(p: argparse.ArgumentParser) -> None:
     g.add_argument("--points-per-pass", type=int, default=None, help="grid points per vmapped pass")
     g.add_argument("--pca-grid", type=int, default=25, help="trajectory-plane grid points per axis (default 25)")
     g.add_argument("--method", choices=("lanczos", "power"), default="lanczos", help="eigenvalue method")
-    g.add_argument("--lanczos-steps", type=int, default=20)
+    g.add_argument("--lanczos-steps", type=int, default=30, help="Lanczos iterations (Hessian-vector products) per estimate (default 30)")
     g.add_argument("--power-iterations", type=int, default=100)
     g.add_argument("--top-k", type=int, default=3, help="top eigenvalues kept (Lanczos)")
     g.add_argument("--hessian-rows", type=int, default=None, help="train-eval rows of the Hessian (default: all)")
@@ -292,6 +292,10 @@ def compute(args: argparse.Namespace) -> int:
                 continue
             say(f"  {kind}: {aid} ({time.perf_counter() - t1:.1f} s)")
     if "interpolation" in what and args.pairs == "all":
+        from bench.analysis.names import OPTIMIZERS
+
+        rank = {o: i for i, o in enumerate(OPTIMIZERS)}
+        contexts.sort(key=lambda c: (rank.get(c.record["optimizer"], len(rank)), c.label))
         pairs = [(a, b) for a, b in itertools.combinations(contexts, 2) if analyses.same_architecture(a, b) is None]
         if len(pairs) > MAX_PAIRS:
             say(f"interpolation: {len(pairs)} pairs, the first {MAX_PAIRS} computed")

@@ -93,7 +93,7 @@ def slice1d_figure(analyses: pd.DataFrame, grids: pd.DataFrame, problem: str, ou
                 if g.empty:
                     continue
                 ax.plot(g["x"], g["value"], color=st["color"], ls=ls, lw=1.1,
-                        label=f"{row['label']} ({'train-eval' if split == 'train' else split})")
+                        label=row["label"] if split == "train" else None)
         if metric == "loss":
             values = grids[grids["analysis_id"].isin(meta["analysis_id"]) & (grids["metric"] == "loss")]["value"]
             v = values.to_numpy(dtype=float)
@@ -160,7 +160,8 @@ def _contours(analyses: pd.DataFrame, grids: pd.DataFrame, problem: str, out: Pa
     what = "trajectory on its PCA plane, train-eval loss" if trajectories else "train-eval loss around the final point"
     fig.suptitle(f"{problem}: {what}")
     if cs is not None:
-        fig.colorbar(cs, ax=axes, label="train-eval loss" + (" (log scale)" if log else ""), shrink=0.9,
+        fig.colorbar(cs, ax=axes, label="train-eval loss" + (" (log scale)" if log else ""),
+                     shrink=0.9 if len(axes) <= 2 else 0.6, aspect=30,
                      format=base.matplotlib.ticker.FormatStrFormatter("%.3g"))
     if trajectories:
         base._legend_below(fig, axes[:1] if len(axes) > 1 else axes)
@@ -232,26 +233,34 @@ def interpolation_figure(analyses: pd.DataFrame, grids: pd.DataFrame, problem: s
     meta = analyses[(analyses["kind"] == "interpolation") & (analyses["problem"] == problem)]
     if meta.empty:
         return None
-    fig, axes = _panel_grid(1, width=6.0, height=3.4)
-    ax = axes[0]
-    for i, (_, row) in enumerate(meta.sort_values(["label", "other_label"]).iterrows()):
-        st = base.style(i)
-        for split, ls in (("train", "-"), ("test", "--")):
+    order = {o: i for i, o in enumerate(OPTIMIZERS)}
+    meta = meta.assign(_a=meta["optimizer"].map(lambda o: order.get(o, 99)),
+                       _b=meta["other_optimizer"].map(lambda o: order.get(o, 99))).sort_values(
+        ["_a", "_b", "label", "other_label"])
+    splits = [s for s in ("train", "test") if (grids[grids["analysis_id"].isin(meta["analysis_id"])]["split"]
+                                               == s).any()]
+    fig, axes = _panel_grid(len(splits), width=4.6, height=3.4)
+    for ax, split in zip(axes, splits):
+        for i, (_, row) in enumerate(meta.iterrows()):
+            st = base.style(i)
             g = _grid(grids, row["analysis_id"], split, "loss")
             if g.empty:
                 continue
-            ax.plot(g["x"], g["value"], color=st["color"], ls=ls, lw=1.1,
-                    label=f"{row['label']} → {row['other_label']}" if split == "train" else None)
-    for x in (0.0, 1.0):
-        ax.axvline(x, color="0.6", lw=0.6, ls=":")
-    v = grids[grids["analysis_id"].isin(meta["analysis_id"]) & (grids["metric"] == "loss")]["value"].to_numpy(float)
-    v = v[np.isfinite(v)]
-    if len(v) and v.min() > 0 and v.max() / v.min() > 100:
-        ax.set_yscale("log")
-    ax.set_xlabel("α: (1 − α) θ_a + α θ_b")
-    ax.set_ylabel("loss" + (" (log)" if ax.get_yscale() == "log" else ""))
-    ax.set_title(f"{problem}: linear interpolation between final points (solid train-eval, dashed test)")
-    base._legend_right(fig, ax)
+            ax.plot(g["x"], g["value"], color=st["color"], ls=st["linestyle"], lw=1.1,
+                    label=f"{row['label']} → {row['other_label']}")
+        for x in (0.0, 1.0):
+            ax.axvline(x, color="0.6", lw=0.6, ls=":")
+        part = grids[grids["analysis_id"].isin(meta["analysis_id"]) & (grids["metric"] == "loss")
+                     & (grids["split"] == split)]["value"].to_numpy(float)
+        part = part[np.isfinite(part)]
+        if len(part) and part.min() > 0 and part.max() / part.min() > 100:
+            ax.set_yscale("log")
+        ax.set_xlabel("α: (1 − α) θ_a + α θ_b")
+        ax.set_ylabel(f"{'train-eval' if split == 'train' else split} loss"
+                      + (" (log)" if ax.get_yscale() == "log" else ""))
+        ax.set_title(f"{'train-eval' if split == 'train' else split}")
+    fig.suptitle(f"{problem}: linear interpolation between final points (a bump between 0 and 1: a barrier)")
+    base._legend_below(fig, axes)
     return base._save(fig, out, f"landscape_interpolation_{problem}")
 
 

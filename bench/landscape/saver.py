@@ -335,7 +335,7 @@ def load(path: str | Path) -> SavedParams:
 def find(results_dir: str | Path, record: Mapping[str, Any]) -> Path | None:
     """The parameter file of a run: its record's ``params_file``, else a re-trained ``params/<run_id>.pt``."""
     named = record.get("params_file")
-    if named:
+    if isinstance(named, str) and named:  # null (None, or NaN from pandas) when the run kept none
         path = Path(results_dir) / named
         if path.exists():
             return path

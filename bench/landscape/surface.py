@@ -13,7 +13,13 @@ the saver kept, never re-estimated. The VAE's reparameterisation noise is drawn 
 evaluation (TF); a surface re-seeds the global generator before every batch (``noise_seed`` + batch index), so the
 noise is the same at every point and in every call (common random numbers: a smooth surface, a fixed function for
 Hessian-vector products). Stateful problems (the LSTM) restart their state at every point, as each evaluation
-pass does.
+pass does, and carry it from batch to batch detached (the problem's own ``compute``): derivatives are those of
+truncated back-propagation through time, as the run trains — each batch's loss differentiated with the state it
+enters with held fixed at the values the pass at θ carries into it (on one batch, the entering state is zero and
+this is the plain Hessian).
+
+Derivatives (``loss_and_grad``, ``hvp``, ``full_hessian``) are of the train-eval loss as evaluated: L2 included,
+eval mode; ``hvp`` is double backward, accumulated batch by batch (one batch's graph in memory at a time).
 
 Batching (``batching``): ``vmap`` evaluates ``points_per_pass`` parameter vectors in one forward pass with
 ``torch.func.functional_call`` + ``torch.func.vmap`` (the weights get a leading point dimension, convolutions become
@@ -149,19 +155,17 @@ class Surface:
         return [self.device] if self.device.type == "cuda" else []
 
     def _materialise(self, split: str, rows: int | None) -> list[Batch]:
+        """The split's evaluation chunks, transformed once; ``rows`` keeps the first rows only (stateful problems:
+        whole batches, so a stream's state flows as it does in the run)."""
         self.problem.reset_state()
         out: list[Batch] = []
         have = 0
-        bs = self.problem.batch_size
-        cap = None if rows is None else max(bs, (int(rows) // bs) * bs)
         for batch in self.problem.eval_batches(split):
-            n = batch[0].shape[0]
-            if cap is not None and have + n > cap:
-                keep = ((cap - have) // bs) * bs
-                if keep > 0 and not self.stateful:
-                    out.append(tuple(self._cast(t[:keep]) for t in batch))
-                    have += keep
+            if rows is not None and have >= rows:
                 break
+            n = batch[0].shape[0]
+            if rows is not None and have + n > rows and not self.stateful:
+                batch, n = tuple(t[:rows - have] for t in batch), rows - have
             out.append(tuple(self._cast(t) for t in batch))
             have += n
         if not out:
@@ -296,13 +300,11 @@ class Surface:
         """(index, batch, weight) of the rows derivatives use: the split's first ``rows`` rows (all: None)."""
         chosen, have = [], 0
         for i, batch in enumerate(self.batches[split]):
-            n = batch[0].shape[0]
             if rows is not None and have >= rows:
                 break
+            n = batch[0].shape[0]
             if rows is not None and have + n > rows and not self.stateful:
-                keep = max(self.problem.batch_size, ((rows - have) // self.problem.batch_size)
-                           * self.problem.batch_size)
-                batch, n = tuple(t[:keep] for t in batch), min(n, keep)
+                batch, n = tuple(t[:rows - have] for t in batch), rows - have
             chosen.append((i, batch, n))
             have += n
         total = sum(n for _, _, n in chosen)
@@ -324,7 +326,7 @@ class Surface:
                 self._seed(i)
                 loss = self._loss_graph(theta, batch, base)
                 (g,) = torch.autograd.grad(loss, theta)
-                total += w * float(loss)
+                total += w * float(loss.detach())
                 grad += w * g
         return total, grad.detach()
 
