@@ -88,6 +88,10 @@ def interpolation_table(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
     a = tables["analyses"]
     a = a[a["kind"] == "interpolation"]
+    rank = {o: i for i, o in enumerate(OPTIMIZERS)}
+    prob = {p: i for i, p in enumerate(PROBLEMS)}
+    a = a.assign(_p=a["problem"].map(lambda p: prob.get(p, 99)), _a=a["optimizer"].map(lambda o: rank.get(o, 99)),
+                 _b=a["other_optimizer"].map(lambda o: rank.get(o, 99))).sort_values(["_p", "_a", "_b", "label"])
     rows = []
     grids = tables["grids"]
     for _, r in a.iterrows():

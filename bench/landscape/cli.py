@@ -57,7 +57,8 @@ def _add_settings(p: argparse.ArgumentParser) -> None:
     g.add_argument("--points-per-pass", type=int, default=None, help="grid points per vmapped pass")
     g.add_argument("--pca-grid", type=int, default=25, help="trajectory-plane grid points per axis (default 25)")
     g.add_argument("--method", choices=("lanczos", "power"), default="lanczos", help="eigenvalue method")
-    g.add_argument("--lanczos-steps", type=int, default=30, help="Lanczos iterations (Hessian-vector products) per estimate (default 30)")
+    g.add_argument("--lanczos-steps", type=int, default=30,
+                   help="Lanczos iterations (Hessian-vector products) per estimate (default 30)")
     g.add_argument("--power-iterations", type=int, default=100)
     g.add_argument("--top-k", type=int, default=3, help="top eigenvalues kept (Lanczos)")
     g.add_argument("--hessian-rows", type=int, default=None, help="train-eval rows of the Hessian (default: all)")
@@ -368,15 +369,15 @@ def bench(args: argparse.Namespace) -> int:
             setup = time.perf_counter() - t_setup
             if surf.device.type == "cuda":
                 torch.cuda.synchronize()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             surf.evaluate_affine(theta, d, coefs, ("train", "test"))
             if surf.device.type == "cuda":
                 torch.cuda.synchronize()
-            seconds = time.perf_counter() - t0
+            seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
             row = {"problem": name, "size": args.size, "parameters": surf.size, "rows_train": surf.rows["train"],
                    "rows_test": surf.rows["test"], "batching": surf.batching
                    + (f" ({surf.points_per_pass}/pass)" if surf.batching == "vmap" else ""),
-                   "points": int(coefs.shape[0]), "seconds": round(seconds, 2),
+                   "points": int(coefs.shape[0]), "seconds": round(seconds, 2), "cpu_s": round(cpu, 2),
                    "points_per_s": round(coefs.shape[0] / seconds, 2), "setup_s": round(setup, 2),
                    "device": str(surf.device), "threads": torch.get_num_threads()}
             rows.append(row)

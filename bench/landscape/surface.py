@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -380,5 +380,3 @@ def _no_cudnn(device: torch.device) -> Iterator[None]:
     else:
         yield
 
-
-Evaluate = Callable[[Tensor], Tensor]
