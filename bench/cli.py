@@ -21,7 +21,7 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 GROUPS = ("problem", "optimizer", "schedule", "budget", "experiment", "logger", "launcher")
 KEYED_GROUPS = ("problem", "optimizer", "schedule", "logger", "launcher")  # group.<key>=… checked against the YAML
 TOP_LEVEL = ("seed", "data_order", "results_dir", "data_dir", "device", "force", "progress", "dry_run", "engine",
-             "precision", "deterministic", "threads")
+             "precision", "deterministic", "threads", "save_params", "save_params_runs")
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -180,6 +180,12 @@ def _check_top_level(key: str, value: str) -> str | None:
             return f"invalid precision={raw!r}: must be one of {', '.join(PRECISIONS)}"
         if key == "deterministic" and not isinstance(v, bool):
             return f"invalid deterministic={raw!r}: must be true or false"
+        if key in ("save_params", "save_params_runs"):
+            from bench.landscape.saver import MODES, RUN_CHOICES
+
+            valid = MODES if key == "save_params" else RUN_CHOICES
+            if v not in valid:
+                return f"invalid {key}={raw!r}: must be one of {', '.join(valid)}"
         if key == "threads" and v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
             return f"invalid threads={raw!r}: must be an integer >= 1 (or null: torch's default)"
         if key in ("force", "progress", "dry_run") and not isinstance(v, bool):

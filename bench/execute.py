@@ -10,6 +10,7 @@ removed once its run's record is written.
 """
 from __future__ import annotations
 
+import sys
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -68,8 +69,10 @@ def env_from_config(cfg: Mapping[str, Any]) -> RunEnv:
     deterministic = cfg.get("deterministic", False)
     if not isinstance(deterministic, bool):
         raise ValueError(f"invalid deterministic={deterministic!r}: must be true or false")
+    from bench.landscape.saver import saver_factory
+
     tuning = cfg.get("tuning") or {}
-    factories = [observer_factory(cfg)]
+    factories = [observer_factory(cfg), saver_factory(cfg)]
     return RunEnv(results_dir=str(cfg.get("results_dir", "results")), device=str(cfg.get("device", "auto")),
                   data_dir=cfg.get("data_dir"), engine=engine, workers=int(tuning.get("workers", 1) or 1),
                   checkpoint=policy_from_config(cfg.get("checkpoint")), deterministic=deterministic,
@@ -114,6 +117,9 @@ def execute(spec: RunSpec, results_dir: str | Path, *, device: str = "auto", dat
 def _finish(results_dir: str | Path, done: Sequence[tuple[RunResult, list[Any]]],
             checkpoints: CheckpointStore | None) -> list[Outcome]:
     """Write the records of finished results (one pack for many), drop their checkpoints, tell their observers."""
+    for result, observers in done:
+        if result.status in records.FINISHED and result.params_file is None:
+            result.params_file = _saved_params_file(observers)
     rows = [(r.record(), r.curves) for r, _ in done]
     records.write_runs(results_dir, rows)
     out = []
@@ -125,6 +131,24 @@ def _finish(results_dir: str | Path, done: Sequence[tuple[RunResult, list[Any]]]
         out.append(Outcome(result.spec.run_id, record, False,
                            Path(results_dir) / "runs" / f"{result.spec.run_id}.parquet"))
     return out
+
+
+def _saved_params_file(observers: Sequence[Any]) -> str | None:
+    """The parameter file a saver observer (``save_params``, ``bench.landscape.saver``) wrote for a finished run,
+    relative to results_dir; asked before the record is written, so a record that names a file always has it."""
+    for obs in observers:
+        fn = getattr(obs, "saved_params_file", None)
+        if fn is None:
+            continue
+        try:
+            path = fn()
+        except Exception as err:  # noqa: BLE001 - a saver never fails a run: the record just has no file
+            print(f"valley: warning: {type(obs).__name__} could not write its file ({type(err).__name__}: "
+                  f"{' '.join(str(err).split())[:200]}); the run is recorded without params_file", file=sys.stderr)
+            continue
+        if path:
+            return path
+    return None
 
 
 OnRun = Callable[[Outcome], None]

@@ -50,6 +50,7 @@ class EpochInfo:
     lr_factor: float | None  # the schedule's factor for training epoch ``epoch`` (None after the last epoch)
     steps: int  # training steps done so far
     flat_params: Callable[[], Tensor]  # the run's parameters as one flat vector (a copy, on the run's device)
+    named_buffers: Callable[[], dict[str, Tensor]] | None = None  # floating-point buffers (BN statistics), copies
 
 
 class RunObserver(Protocol):

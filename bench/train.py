@@ -215,6 +215,11 @@ def flat_parameters(model: nn.Module) -> Tensor:
     return torch.cat([p.detach().reshape(-1) for p in model.parameters() if p.requires_grad]).clone()
 
 
+def float_buffers(model: nn.Module) -> dict[str, Tensor]:
+    """The model's floating-point buffers by name (batch-norm running statistics, ...), detached copies."""
+    return {name: b.detach().clone() for name, b in model.named_buffers() if b.is_floating_point()}
+
+
 def train(spec: RunSpec, *, device: str | torch.device = "cpu", data_dir: str | Path | None = None,
           on_epoch: EpochObserver | None = None, observers: Any = (),
           checkpoints: ckpt.CheckpointStore | None = None, deterministic: bool = False) -> RunResult:
@@ -289,7 +294,8 @@ def _train(spec: RunSpec, dev: torch.device, data_dir: str | Path | None, watche
         factor = None if last else (schedule.factor(epoch) if not per_step else schedule.factor(epoch, 0))
         if watchers:
             watchers.on_epoch(epoch, metrics, EpochInfo(lr_factor=factor, steps=result.steps,
-                                                        flat_params=lambda: flat_parameters(model)))
+                                                        flat_params=lambda: flat_parameters(model),
+                                                        named_buffers=lambda: float_buffers(model)))
         if diverged:
             result.status = "diverged"
             break

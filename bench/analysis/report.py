@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.analysis import agreement, figures, tables, verdict
+from bench.analysis import agreement, figures, landscape, tables, verdict
 from bench.analysis.compare import compare
 from bench.analysis.coverage import Coverage, coverage
 from bench.analysis.curves import read_curves
@@ -155,6 +155,7 @@ def build(results_dir: str | Path, out: str | Path | None = None, *, compare_wit
             doc.timed("comparison", _comparison, res, main, other, fig_dir)
     if agreement.available(results_dir):
         doc.timed("agreement", agreement.section, results_dir, fig_dir)
+    doc.timed("landscape", landscape.section, res.results_dir, fig_dir)
     return _finish(doc)
 
 

@@ -22,7 +22,8 @@ def _env_key(env: RunEnv, cfg: Mapping[str, Any]) -> tuple:
     import json
 
     return (env.results_dir, env.device, env.data_dir, env.engine, env.workers, env.checkpoint, env.deterministic,
-            json.dumps(cfg.get("logger"), sort_keys=True, default=str))
+            json.dumps(cfg.get("logger"), sort_keys=True, default=str), cfg.get("save_params"),
+            cfg.get("save_params_runs"))
 
 
 def launch(cfgs: list[dict[str, Any]], *, multirun: bool) -> int:
