@@ -37,7 +37,9 @@ def tiny(name: str) -> str:
             super().load_data()
             per = 1 if name == "tolstoi_char_rnn" else self.batch_size  # tolstoi's rows are whole batches
             n = {"train": 2 * per, "valid": per, "test": per}
-            self.data = {k: Split(v.x[:n[k]], None if v.y is None else v.y[:n[k]]) for k, v in self.data.items()}
+            self.data = {k: Split(v.x[:n[k]], None if v.y is None else v.y[:n[k]]) for k, v in self.data.items()
+                         if k in n}  # CIFAR-10 / SVHN: the cut splits stand alone (no file pool to re-draw)
+            self._pieces = None
 
         def eval_batch_size(self) -> int:
             return self.batch_size

@@ -97,14 +97,14 @@ def test_experiment_presets_set_the_whole_sweep() -> None:
     assert axes["problem"] == set(PROBLEMS) and axes["optimizer"] == set(STUDY_OPTIMIZERS)
     assert axes["schedule"] == set(STUDY_SCHEDULES) and axes["budget"] == {"oneshot", "small", "medium", "large"}
     quick = sweep.expand(["experiment=quick"], multirun=True)
-    assert len(quick) == 16 * 4 * 2 and _axes(quick)["budget"] == {"oneshot", "small"}
+    assert len(quick) == 16 * 4 * 4 and _axes(quick)["budget"] == {"oneshot", "small", "medium", "large"}
     # budgets vary fastest: the cells of one study run back to back
-    assert [j[-2].split("=")[1] for j in quick[:2]] == ["oneshot", "small"]
+    assert [j[-2].split("=")[1] for j in quick[:4]] == ["oneshot", "small", "medium", "large"]
     # the command line narrows a preset's axis
     narrowed = sweep.expand(["experiment=quick", "optimizer=adam"], multirun=True)
-    assert len(narrowed) == 4 * 2 and _axes(narrowed)["optimizer"] == {"adam"}
+    assert len(narrowed) == 4 * 4 and _axes(narrowed)["optimizer"] == {"adam"}
     cfg = sweep.compose_jobs([quick[0]])[0]
-    assert cfg["problem"]["name"] == "quadratic_deep" and cfg["tuning"]["workers"] == 2
+    assert cfg["problem"]["name"] == "quadratic_deep" and cfg["tuning"]["workers"] == 2 and cfg["engine"] == "auto"
     assert cfg["problem"]["num_epochs"] == 100 and cfg["budget"] == {"name": "oneshot", "samples": 0}
 
 
@@ -148,7 +148,7 @@ def test_the_full_study_composes_in_seconds() -> None:
 # ------------------------------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize("arg, message", [
     ("budget=huge", "unknown budget 'huge'; valid: large, medium, oneshot, small"),
-    ("experiment=nope", "unknown experiment 'nope'; valid: quick, schmidt2021"),
+    ("experiment=nope", "unknown experiment 'nope'; valid: landscape_p1, landscape_p4, quick, schmidt2021"),
     ("tuning.sampler=grid", "unknown sampler 'grid'; valid: study, tpe, qmc, random"),
     ("tuning.sampler=tpe,grid", "unknown sampler 'grid'; valid: study, tpe, qmc, random"),
     ("tuning.pruner=asha", "unknown tuning.pruner 'asha'; valid: none, median, hyperband"),
