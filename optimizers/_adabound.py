@@ -98,12 +98,8 @@ class AdaBoundCohort(CohortRule):
              regrad: Regrad | None = None) -> None:
         tr = self.trial
         tr["t"] = t = tr["t"] + 1
-        b1, b2 = tr["beta1"], tr["beta2"]
         ms, vs = self.state["m"], self.state["v"]
-        for p, g, m, v in zip(params, grads, ms, vs):  # update_moments
-            m.lerp_(g, self.constant("1-b1", 1.0 - b1, p))
-            v.mul_(self.constant("b2", b2, p))
-            v.addcmul_(g * self.constant("1-b2", 1.0 - b2, p), g)
+        self.adam_moments(params, grads)  # update_moments
         if self.amsbound:
             for v_hat, v in zip(self.state["v_hat"], vs):
                 torch.maximum(v_hat, v, out=v_hat)

@@ -103,6 +103,15 @@ class CohortRule:
             col = self._cache[key] = self.column(values, like)
         return col
 
+    def adam_moments(self, params: Sequence[Tensor], grads: Sequence[Tensor]) -> None:
+        """TF's Adam moment update (m ← β1·m + (1−β1)·g as ``lerp``, v ← β2·v + (1−β2)·g²) on ``state["m"]`` and
+        ``state["v"]``, the kernels of the single runs' ``update_moments`` (Adam, AMSGrad, AdaBound, RAdam)."""
+        b1, b2 = self.trial["beta1"], self.trial["beta2"]
+        for p, g, m, v in zip(params, grads, self.state["m"], self.state["v"]):
+            m.lerp_(g, self.constant("1-b1", 1.0 - b1, p))
+            v.mul_(self.constant("b2", b2, p))
+            v.addcmul_(g * self.constant("1-b2", 1.0 - b2, p), g)
+
     def pow(self, name: str, exponent: Any) -> np.ndarray:
         """``trial[name] ** exponent`` per trial (:func:`power`), the hyperparameter's python floats cached."""
         key = ("list", name)

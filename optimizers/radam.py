@@ -82,12 +82,9 @@ class TFRAdamCohort(CohortRule):
         tr = self.trial
         tr["t"] = tr["t"] + 1
         ts = np.where(tr["frozen"], 1, tr["t"])
-        b1, b2 = tr["beta1"], tr["beta2"]
+        b2 = tr["beta2"]
         ms, vs = self.state["m"], self.state["v"]
-        for p, g, m, v in zip(params, grads, ms, vs):  # update_moments
-            m.lerp_(g, self.constant("1-b1", 1.0 - b1, p))
-            v.mul_(self.constant("b2", b2, p))
-            v.addcmul_(g * self.constant("1-b2", 1.0 - b2, p), g)
+        self.adam_moments(params, grads)  # update_moments
         bc1 = 1.0 - self.pow("beta1", ts)
         b2t = self.pow("beta2", ts)
         with np.errstate(invalid="ignore", divide="ignore"):  # rectification(), per trial, in its operation order

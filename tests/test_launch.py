@@ -20,6 +20,7 @@ from bench.launch.settings import local_settings, problem_resources, slurm_setti
 from bench.launch.sweepdir import alive, read_json
 from bench.launch.work import Atom, capacity_s, pack
 from tests.test_launch_helpers import (
+    reference,
     ROOT,
     checkpointed,
     env,
@@ -40,21 +41,8 @@ LONG = ["-m", "optimizer=adam", "budget=oneshot", "tuning.seeds=[42,43]", "probl
 CPU_SLOTS = ["launcher=local_gpus", "launcher.gpus=[]"]
 
 
-@pytest.fixture(scope="module")
-def tuned_reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The undisturbed tuned sweep, inline."""
-    results = tmp_path_factory.mktemp("tuned_inline")
-    out = valley(*TUNED, f"results_dir={results}")
-    assert out.returncode == 0, out.stderr
-    return results
-
-
-@pytest.fixture(scope="module")
-def long_reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    results = tmp_path_factory.mktemp("long_inline")
-    out = valley(*LONG, f"results_dir={results}", "checkpoint.enabled=false")
-    assert out.returncode == 0, out.stderr
-    return results
+tuned_reference = reference("tuned_inline", TUNED)
+long_reference = reference("long_inline", LONG, "checkpoint.enabled=false")
 
 
 # ------------------------------------------------------------------------------------------------ settings, packing

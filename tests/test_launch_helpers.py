@@ -147,3 +147,16 @@ def same_results(launched: Path, reference: Path, *, resumed: bool | None = None
     assert not checkpointed(launched), "checkpoints must be gone once the records are written"
     if resumed is not None:
         assert (a.resumes.max() >= 1) == resumed, a[["run_id", "resumes"]]
+
+
+def reference(name: str, args: list[str], *extra: str) -> Callable[..., Path]:
+    """A module-scoped fixture: the undisturbed sweep ``args`` run inline once, the results every launcher must equal."""
+    import pytest
+
+    @pytest.fixture(scope="module")
+    def fixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+        results = tmp_path_factory.mktemp(name)
+        out = valley(*args, f"results_dir={results}", *extra)
+        assert out.returncode == 0, out.stderr
+        return results
+    return fixture

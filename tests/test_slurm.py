@@ -22,6 +22,7 @@ import pytest
 
 from bench import records
 from tests.test_launch_helpers import (
+    reference,
     ROOT,
     checkpointed,
     env,
@@ -80,20 +81,8 @@ def cluster(slurm_cluster: dict[str, str]):
         os.close(fd)
 
 
-@pytest.fixture(scope="module")
-def tuned_reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    results = tmp_path_factory.mktemp("tuned_inline")
-    out = valley(*TUNED, f"results_dir={results}")
-    assert out.returncode == 0, out.stderr
-    return results
-
-
-@pytest.fixture(scope="module")
-def long_reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    results = tmp_path_factory.mktemp("long_inline")
-    out = valley(*LONG, f"results_dir={results}", "checkpoint.enabled=false")
-    assert out.returncode == 0, out.stderr
-    return results
+tuned_reference = reference("tuned_inline", TUNED)
+long_reference = reference("long_inline", LONG, "checkpoint.enabled=false")
 
 
 def squeue_sweep(results: Path) -> list[str]:

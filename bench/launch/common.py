@@ -179,6 +179,20 @@ def _redact(url: str) -> str:
     return url
 
 
+def print_sweep_head(prep: Any, summary: Any, cells_complete: tuple[int, int] | None) -> None:
+    """The first lines both cluster launchers print: the sweep, and when nothing went out, why."""
+    print(f"sweep {prep.sweep.id}: {len(prep.model.cells)} cells"
+          + (f", {len(prep.model.singles)} single runs" if prep.model.singles else ""), flush=True)
+    if summary.empty:
+        complete, total = cells_complete or (0, 0)
+        print(f"nothing to submit: every run is recorded, queued or running ({summary.recorded} recorded, "
+              f"{summary.skipped_active} queued or running); cells table: {complete}/{total} complete")
+
+
+def phases_line(summary: Any) -> str:
+    return ", ".join(f"phase {p}: {n}" for p, n in sorted(summary.by_phase.items())) or "cells one at a time"
+
+
 def status_hint(sweep: SweepDir) -> list[str]:
     where = sweep.root
     return [f"follow: valley-status {where}",

@@ -298,7 +298,7 @@ def visible_gpus() -> int:
 
 
 def launch(cfgs: list[dict[str, Any]], *, multirun: bool) -> int:
-    from bench.launch.common import launcher_block, prepare, say, status_hint
+    from bench.launch.common import launcher_block, phases_line, prepare, print_sweep_head, say, status_hint
     from bench.launch.submit import reconcile, write_cells
 
     t0 = time.perf_counter()
@@ -316,21 +316,17 @@ def launch(cfgs: list[dict[str, Any]], *, multirun: bool) -> int:
         summary = reconcile(prep.sweep, prep.model, prep.cfg_key, backend, mode="submit", settings=resolved,
                             code=prep.code, say=say, origin="valley")
         if summary.empty:
-            complete, total = write_cells(prep.sweep, prep.model)
+            cells_complete = write_cells(prep.sweep, prep.model)
     pending = [u for u, st in backend.unit_states(prep.sweep).items() if st.state == "pending"]
     if summary.empty and pending:
         rounds = [r for r in prep.sweep.rounds() if r.get("backend") == "local"]
         ensure_supervisor(prep.sweep, rounds[-1])
     slots = slot_count(resolved)
     where = f"GPUs {gpus} x {settings.per_gpu}" if gpus else f"{slots} CPU slot{'s' if slots != 1 else ''}"
-    print(f"sweep {prep.sweep.id}: {len(prep.model.cells)} cells"
-          + (f", {len(prep.model.singles)} single runs" if prep.model.singles else ""), flush=True)
-    if summary.empty:
-        print(f"nothing to submit: every run is recorded, queued or running ({summary.recorded} recorded, "
-              f"{summary.skipped_active} queued or running); cells table: {complete}/{total} complete")
-    else:
-        phases = ", ".join(f"phase {p}: {n}" for p, n in sorted(summary.by_phase.items()))
-        print(f"queued round {summary.number}: {summary.runs} runs ({phases or 'cells one at a time'}) in "
+    print_sweep_head(prep, summary, cells_complete if summary.empty else None)
+    if not summary.empty:
+        phases = phases_line(summary)
+        print(f"queued round {summary.number}: {summary.runs} runs ({phases}) in "
               f"{summary.tasks} tasks on {where}; supervisor log {prep.sweep.root / 'local' / 'supervisor.log'}")
     print(f"returned in {time.perf_counter() - t0:.1f} s", flush=True)
     for line in status_hint(prep.sweep):

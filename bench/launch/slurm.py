@@ -384,7 +384,7 @@ def check_cluster(settings: SlurmSettings, cfgs: Sequence[Mapping[str, Any]]) ->
 def launch(cfgs: list[dict[str, Any]], *, multirun: bool) -> int:
     import time
 
-    from bench.launch.common import launcher_block, prepare, say, status_hint
+    from bench.launch.common import launcher_block, phases_line, prepare, print_sweep_head, say, status_hint
     from bench.launch.submit import reconcile, write_cells
 
     t0 = time.perf_counter()
@@ -399,19 +399,15 @@ def launch(cfgs: list[dict[str, Any]], *, multirun: bool) -> int:
             summary = reconcile(prep.sweep, prep.model, prep.cfg_key, backend, mode="submit",
                                 settings=settings.as_dict(), code=prep.code, say=say, origin="valley")
             if summary.empty:
-                complete, total = write_cells(prep.sweep, prep.model)
+                cells_complete = write_cells(prep.sweep, prep.model)
     except ClusterUnavailable as err:
         raise LaunchError(f"the SLURM cluster does not answer ({err}); nothing was submitted") from None
     took = time.perf_counter() - t0
-    print(f"sweep {prep.sweep.id}: {len(prep.model.cells)} cells"
-          + (f", {len(prep.model.singles)} single runs" if prep.model.singles else ""), flush=True)
-    if summary.empty:
-        print(f"nothing to submit: every run is recorded, queued or running ({summary.recorded} recorded, "
-              f"{summary.skipped_active} queued or running); cells table: {complete}/{total} complete")
-    else:
-        phases = ", ".join(f"phase {p}: {n}" for p, n in sorted(summary.by_phase.items()))
+    print_sweep_head(prep, summary, cells_complete if summary.empty else None)
+    if not summary.empty:
+        phases = phases_line(summary)
         arrays = [j for j in summary.jobs if j["kind"] != "finalize"]
-        print(f"submitted round {summary.number}: {summary.runs} runs ({phases or 'cells one at a time'})"
+        print(f"submitted round {summary.number}: {summary.runs} runs ({phases})"
               + (f" + {summary.cells} one-at-a-time cells" if summary.cells else "")
               + f" in {summary.tasks} tasks, {len(arrays)} array{'s' if len(arrays) != 1 else ''} "
               f"(job {', '.join(j['job_id'] for j in arrays)}) + a finalising job "
