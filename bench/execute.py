@@ -159,10 +159,12 @@ def pending(specs: Iterable[RunSpec], results_dir: str | Path, force: bool = Fal
     """The specs still to train (unique by run_id, in order) and the outcomes of those already recorded."""
     todo: dict[str, RunSpec] = {}
     done: dict[str, Outcome] = {}
+    specs = list(specs)
+    known = {} if force else records.find_runs(results_dir, (s.run_id for s in specs))
     for spec in specs:
         if spec.run_id in todo or spec.run_id in done:
             continue
-        existing = None if force else records.find_run(results_dir, spec.run_id)
+        existing = known.get(spec.run_id)
         if existing is not None and existing["status"] in records.FINISHED:
             done[spec.run_id] = Outcome(spec.run_id, existing, True,
                                         Path(results_dir) / "runs" / f"{spec.run_id}.parquet")

@@ -236,6 +236,29 @@ def find_run(results_dir: str | Path, run_id: str) -> dict[str, Any] | None:
     return rows[0] if rows else None
 
 
+def find_runs(results_dir: str | Path, run_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """The runs rows of many run_ids at once (those recorded): each owning pack is read once, not once per run."""
+    directory = Path(results_dir) / "runs"
+    if not directory.is_dir():
+        return {}
+    found: dict[str, dict[str, Any]] = {}
+    by_pack: dict[str, list[str]] = {}
+    owners = _packed_index(directory)
+    for run_id in dict.fromkeys(run_ids):
+        path = directory / f"{run_id}.parquet"
+        if path.exists():
+            found[run_id] = pq.read_table(path, schema=RUNS_SCHEMA).to_pylist()[0]
+        elif run_id in owners:
+            by_pack.setdefault(owners[run_id], []).append(run_id)
+    for name, ids in by_pack.items():
+        wanted = set(ids)
+        for row in pq.read_table(directory / name, schema=RUNS_SCHEMA,
+                                 filters=[("run_id", "in", ids)]).to_pylist():
+            if row["run_id"] in wanted:
+                found.setdefault(row["run_id"], row)
+    return found
+
+
 def is_finished(results_dir: str | Path, run_id: str) -> bool:
     """True when the run has a record that a re-run must not redo (completed or diverged; failed runs are retried)."""
     rec = find_run(results_dir, run_id)
@@ -283,8 +306,41 @@ def read_runs(results_dir: str | Path) -> pd.DataFrame:
 
 
 def read_curves(results_dir: str | Path, run_ids: Iterable[str] | None = None) -> pd.DataFrame:
-    filt = None if run_ids is None else ds.field("run_id").isin(list(run_ids))
+    if run_ids is not None:
+        run_ids = list(run_ids)
+        owned = _curves_of_owners(Path(results_dir), run_ids)
+        if owned is not None:
+            return owned
+    filt = None if run_ids is None else ds.field("run_id").isin(run_ids)
     return read_table(results_dir, "curves", CURVES_SCHEMA, filt)
+
+
+def _curves_of_owners(root: Path, run_ids: list[str], most: int = 256) -> pd.DataFrame | None:
+    """Curves of a few runs from only the files that hold them (a run's loose file, else the pack named like its
+    runs pack), the rows :func:`read_table` would return; None when that cannot be decided (then scan everything).
+
+    Scanning every pack for one run costs ~0.15 s at the P1 row's 6,376 runs, and planning a sweep reads the curves
+    of every diverged run."""
+    curves_dir = root / "curves"
+    if len(run_ids) > most or not curves_dir.is_dir():
+        return None
+    owners = _packed_index(root / "runs") if (root / "runs").is_dir() else {}
+    loose: list[Path] = []
+    by_pack: dict[str, list[str]] = {}
+    for run_id in dict.fromkeys(run_ids):
+        path = curves_dir / f"{run_id}.parquet"
+        if path.exists():
+            loose.append(path)
+        elif run_id in owners:
+            if not (curves_dir / owners[run_id]).exists():
+                return None  # compacted under another name
+            by_pack.setdefault(owners[run_id], []).append(run_id)
+        # else: no visible runs row, so no visible curves (a pack's curves land before its runs)
+    parts = [ds.dataset(loose, schema=CURVES_SCHEMA, format="parquet").to_table()] if loose else []
+    for name, ids in by_pack.items():
+        parts.append(ds.dataset([curves_dir / name], schema=CURVES_SCHEMA, format="parquet").to_table(
+            filter=ds.field("run_id").isin(ids)))
+    return (pa.concat_tables(parts) if parts else CURVES_SCHEMA.empty_table()).to_pandas()
 
 
 def compact(results_dir: str | Path) -> int:

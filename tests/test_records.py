@@ -153,3 +153,38 @@ def test_missing_data_propagates_and_writes_nothing(tmp_path, monkeypatch) -> No
     with pytest.raises(DataMissingError):
         execute(spec(), tmp_path, device="cpu")
     assert not list(tmp_path.rglob("*.parquet"))
+
+
+def test_lookups_of_a_few_runs_equal_the_full_scans(tmp_path) -> None:
+    """find_runs / read_curves(ids) read only the files that hold those runs; they must return what the scans return,
+    across packs, a run packed twice (its first pack owns it), a loose record shadowing a packed one, compaction."""
+    src = tmp_path / "src"
+    ids = [execute(spec(seed=s), src, device="cpu").run_id for s in (42, 43, 44, 45)]
+    rows = {r: records.find_run(src, r) for r in ids}
+    frame = records.read_curves(src)
+    curves = {r: [(int(e), sp, m, v) for e, sp, m, v in frame[frame.run_id == r][["epoch", "split", "metric",
+                                                                                   "value"]].itertuples(index=False)]
+              for r in ids}
+    out = tmp_path / "out"
+    records.write_runs(out, [(rows[r], curves[r]) for r in ids[:3]])
+    time_shift = {**rows[ids[2]], "wall_time_s": -2.0}
+    # a second process packed ids[2] too (written as it would be: before it saw the first pack)
+    name = "pack-99991231T000000-ffffffffffff.parquet"
+    records.write_atomic(records._curves_table([(ids[2], curves[ids[2]][:3])]), out / "curves" / name)
+    records.write_atomic(records._runs_table([time_shift]), out / "runs" / name)
+    records.write_run(out, {**rows[ids[0]], "wall_time_s": -1.0}, curves[ids[0]][:5])  # shadows the packed row
+    records.write_run(out, rows[ids[3]], curves[ids[3]])
+
+    def check() -> None:
+        scan = records.read_table(out, "curves", records.CURVES_SCHEMA)
+        for some in ([ids[1]], [ids[0], ids[2]], ids, ids + ["0" * 20]):
+            fast = records.read_curves(out, some).sort_values(["run_id", "epoch", "split", "metric"])
+            want = scan[scan.run_id.isin(some)].sort_values(["run_id", "epoch", "split", "metric"])
+            pd.testing.assert_frame_equal(fast.reset_index(drop=True), want.reset_index(drop=True))
+        assert records.find_runs(out, ids + ["0" * 20]) == {r: records.find_run(out, r) for r in ids}
+
+    check()
+    assert len(records.read_curves(out, [ids[0]])) == 5 and records.find_run(out, ids[0])["wall_time_s"] == -1.0
+    assert records.find_run(out, ids[2])["wall_time_s"] != -2.0
+    records.compact(out)
+    check()

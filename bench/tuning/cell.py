@@ -215,14 +215,32 @@ def _curve_values(results_dir: str | Path, run_id: str, metric: str) -> dict[tup
             if m == metric}
 
 
-def run_view(results_dir: str | Path, record: Mapping[str, Any], *, need_best: bool = False) -> RunView:
-    """Summarise a finished runs record; the curves file is read only for diverged runs or ``need_best``."""
+def curves_needed(record: Mapping[str, Any], need_best: bool = False) -> bool:
+    """Whether :func:`run_view` reads the run's curve (diverged runs, or ``need_best``)."""
+    return record["status"] == "diverged" or need_best
+
+
+def curve_values(frame: Any) -> dict[str, dict[tuple[str, int, str], float]]:
+    """run_id → {(metric, epoch, split): value} of a curves frame (``records.read_curves``), for :func:`run_view`."""
+    out: dict[str, dict[tuple[str, int, str], float]] = {}
+    for run_id, epoch, split, metric, value in zip(frame.run_id, frame.epoch, frame.split, frame.metric, frame.value):
+        out.setdefault(run_id, {})[(metric, int(epoch), split)] = value
+    return out
+
+
+def run_view(results_dir: str | Path, record: Mapping[str, Any], *, need_best: bool = False,
+             curves: Mapping[str, Mapping[tuple[str, int, str], float]] | None = None) -> RunView:
+    """Summarise a finished runs record; the curves file is read only for diverged runs or ``need_best`` (from
+    ``curves``, :func:`curve_values` of many runs read at once, when given)."""
     metric = record["metric"]
     view: dict[str, Any] = {"run_id": record["run_id"], "seed": int(record["seed"]), "status": record["status"],
                             "valid_final": _num(record[f"final_valid_{metric}"]),
                             "test_final": _num(record[f"final_test_{metric}"])}
-    if record["status"] == "diverged" or need_best:
-        curve = _curve_values(results_dir, record["run_id"], metric)
+    if curves_needed(record, need_best):
+        if curves is None:
+            curve = _curve_values(results_dir, record["run_id"], metric)
+        else:
+            curve = {(e, sp): v for (m, e, sp), v in curves.get(record["run_id"], {}).items() if m == metric}
         view.update(valid_initial=curve.get((0, "valid")), test_initial=curve.get((0, "test")))
         best = record.get("best_valid_epoch")
         if best is not None and not _is_nan(best):

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import records
-from bench.tuning.cell import Cell, TrialResult, run_view, select
+from bench.tuning.cell import Cell, TrialResult, curve_values, curves_needed, run_view, select
 
 # Seconds per epoch when a problem has no records yet (order of magnitude, for the dry-run estimate only):
 # quadratic_deep measured here (CPU, 2 cores, Adam, 100 epochs: 0.17 s incl. the 101 evaluations); the others from
@@ -132,6 +132,7 @@ def plan_cells(cells: list[Cell], results_dir: str | Path) -> Plan:
     finished = {k for k, r in runs.items() if r["status"] in records.FINISHED}
     streams: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
     plans = []
+    tuned_done: list[tuple[CellPlan, Cell, list[dict[str, Any]], list[str]]] = []
     for cell in cells:
         if not cell.budget.tuned:
             plans.append(CellPlan(cell, [s.run_id for s in cell.oneshot_specs()]))
@@ -146,13 +147,20 @@ def plan_cells(cells: list[Cell], results_dir: str | Path) -> Plan:
         trial_ids = [cell.trial_spec(p).run_id for p in stream]
         plan = CellPlan(cell, list(trial_ids))
         if all(r in finished for r in trial_ids):
-            results = [TrialResult(i, p, run_view(results_dir, runs[r], need_best=cell.tuning.selection == "best"))
-                       for i, (p, r) in enumerate(zip(stream, trial_ids))]
-            plan.winner = select(results, cell)
-            plan.run_ids += [s.run_id for s in cell.rerun_specs(plan.winner.tuned)]
+            tuned_done.append((plan, cell, stream, trial_ids))
         else:
             plan.unknown = reruns
         plans.append(plan)
+    # the curves the selection needs (diverged trials; every trial under selection=best), read at once
+    wanted = {r for _, cell, _, ids in tuned_done for r in ids
+              if curves_needed(runs[r], cell.tuning.selection == "best")}
+    curves = curve_values(records.read_curves(results_dir, sorted(wanted))) if wanted else {}
+    for plan, cell, stream, trial_ids in tuned_done:
+        best = cell.tuning.selection == "best"
+        results = [TrialResult(i, p, run_view(results_dir, runs[r], need_best=best, curves=curves))
+                   for i, (p, r) in enumerate(zip(stream, trial_ids))]
+        plan.winner = select(results, cell)
+        plan.run_ids += [s.run_id for s in cell.rerun_specs(plan.winner.tuned)]
     result = Plan(plans, epoch_s=epoch_seconds(runs.values(), {c.problem for c in cells}))
     result.done = {r for r in result.run_ids if r in finished}
     return result
