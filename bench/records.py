@@ -18,7 +18,7 @@ import time
 import uuid
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import pandas as pd
 import pyarrow as pa
@@ -112,10 +112,15 @@ FINISHED = ("completed", "diverged")
 
 
 def write_atomic(table: pa.Table, path: Path) -> None:
+    write_file_atomic(path, lambda tmp: pq.write_table(table, tmp))
+
+
+def write_file_atomic(path: Path, write: Callable[[Path], Any]) -> None:
+    """``write(tmp)`` to a hidden file next to ``path``, fsync, rename: readers see the whole file or none."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
     try:
-        pq.write_table(table, tmp)
+        write(tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)

@@ -93,15 +93,9 @@ def _write_json_atomic(path: Path, obj: Any) -> None:
 def _torch_save_atomic(obj: Any, path: Path) -> None:
     import torch
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    try:
-        torch.save(obj, tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    from bench.records import write_file_atomic
+
+    write_file_atomic(path, lambda tmp: torch.save(obj, tmp))
 
 
 class ParamSaver:

@@ -189,15 +189,18 @@ class _Loss(nn.Module):
         return self.problem.compute(self.model, batch, training)
 
 
+def stacked(tensors: Any, m: int) -> list[torch.Tensor]:
+    """Each tensor repeated along a new leading trial dimension of size ``m`` (every trial starts from it)."""
+    return [t.detach().unsqueeze(0).repeat(m, *([1] * t.ndim)).contiguous() for t in tensors]
+
+
 class NeuralVmap(_NeuralBase):
     exact = False
 
     def __init__(self, specs: Sequence[RunSpec], device: torch.device, data_dir: str | Path | None) -> None:
         super().__init__(specs, device, data_dir)
-        m = self.size
-        self.params = [p.detach().unsqueeze(0).repeat(m, *([1] * p.ndim)).contiguous()
-                       for p in self.model.parameters()]
-        self.buffers = [b.detach().unsqueeze(0).repeat(m, *([1] * b.ndim)).contiguous() for b in self.model.buffers()]
+        self.params = stacked(self.model.parameters(), self.size)
+        self.buffers = stacked(self.model.buffers(), self.size)
         self.loss = _Loss(self.model)
         self.build_groups()
 
@@ -273,10 +276,8 @@ class CharRNNBatched(_NeuralBase):
 
     def __init__(self, specs: Sequence[RunSpec], device: torch.device, data_dir: str | Path | None) -> None:
         super().__init__(specs, device, data_dir)
-        m = self.size
-        self.params = [p.detach().unsqueeze(0).repeat(m, *([1] * p.ndim)).contiguous()
-                       for p in self.model.parameters()]
-        self.buffers = [b.detach().unsqueeze(0).repeat(m, *([1] * b.ndim)).contiguous() for b in self.model.buffers()]
+        self.params = stacked(self.model.parameters(), self.size)
+        self.buffers = stacked(self.model.buffers(), self.size)
         self.drop = float(self.model.drop)
         self.training = True
         self._reset()
