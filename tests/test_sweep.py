@@ -202,3 +202,12 @@ def test_tracker_counts_runs_once_and_reports_rate(tmp_path: Path) -> None:
     tracker.cell_done(outcome)
     assert tracker.cells_done == 1 and "cells 1/2 · runs 3/5" in tracker.status()
     assert Budget("oneshot", 0).tuned is False
+
+
+def test_budgets_sharing_a_winner_count_its_reruns_once(tmp_path: Path) -> None:
+    """medium and large pick the same winner on P1 SGD: the sweep's run total shrinks to the distinct runs."""
+    res = valley("-m", "optimizer=sgd", "budget=medium,large", "problem.num_epochs=2", "tuning.seeds=[42,43,44]",
+                 "engine=auto", "progress=false", f"results_dir={tmp_path}")
+    assert res.returncode == 0, res.stderr
+    summary = [ln for ln in (res.stdout + res.stderr).splitlines() if ln.startswith("sweep:")][-1]
+    assert "77/77 runs recorded (77 new)" in summary  # 75 trials + the shared winner's re-runs with seeds 43, 44

@@ -36,11 +36,16 @@ class Tracker:
     done_now: set[str] = field(default_factory=set)  # finished during this sweep (not recorded before)
     current: str = ""
     _live: Live | None = None
+    # Re-runs not known yet (a tuned cell's winner), per cell id: once the cell is done its actual re-runs replace
+    # them, so the total shrinks where budgets share a winner and therefore its re-runs.
+    known: set[str] = field(default_factory=set)
+    unknown_by_cell: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_plan(cls, plan: Plan, show_live: bool) -> Tracker:
         return cls(cells_total=len(plan.cells), runs_total=plan.total, done_before=set(plan.done),
-                   show_live=show_live)
+                   show_live=show_live, known=set(plan.run_ids),
+                   unknown_by_cell={c.cell.cell_id: c.unknown for c in plan.cells if c.unknown})
 
     # ---------------------------------------------------------------------------------------------- counting
     @property
@@ -81,6 +86,9 @@ class Tracker:
         self._refresh()
 
     def cell_done(self, outcome: CellOutcome) -> None:
+        if self.unknown_by_cell.pop(outcome.cell.cell_id, 0):
+            self.known.update(v.run_id for v in outcome.seeds)
+            self.runs_total = len(self.known) + sum(self.unknown_by_cell.values())
         self.cells_done += 1
         self.cells_partial += not outcome.complete
         line = f"[{self.cells_done}/{self.cells_total}] {describe(outcome)} · {self.status()}"
