@@ -169,9 +169,10 @@ def write_runs(results_dir: str | Path,
     root = Path(results_dir)
     if len(items) <= 1:
         return [write_run(root, run, curves) for run, curves in items]
+    recorded = find_runs(root, (run["run_id"] for run, _ in items))
     fresh, superseding = [], []
     for run, curves in items:
-        (superseding if find_run(root, run["run_id"]) is not None else fresh).append((run, curves))
+        (superseding if run["run_id"] in recorded else fresh).append((run, curves))
     paths = [write_run(root, run, curves) for run, curves in superseding]
     if len(fresh) == 1:
         paths.append(write_run(root, *fresh[0]))
@@ -228,17 +229,22 @@ def _packed_index(directory: Path) -> dict[str, str]:
 
 def find_run(results_dir: str | Path, run_id: str) -> dict[str, Any] | None:
     """The runs row of ``run_id`` (loose file first, then packed files), or None."""
-    directory = Path(results_dir) / "runs"
-    path = directory / f"{run_id}.parquet"
-    if path.exists():
-        return pq.read_table(path, schema=RUNS_SCHEMA).to_pylist()[0]
-    if not directory.is_dir():
-        return None
-    name = _packed_index(directory).get(run_id)
-    if name is None:
-        return None
-    rows = pq.read_table(directory / name, schema=RUNS_SCHEMA, filters=[("run_id", "=", run_id)]).to_pylist()
-    return rows[0] if rows else None
+    return find_runs(results_dir, [run_id]).get(run_id)
+
+
+def _where(directory: Path, owners: Mapping[str, str], run_ids: Iterable[str]
+           ) -> tuple[list[Path], dict[str, list[str]]]:
+    """Where the visible records of ``run_ids`` are in ``directory`` (runs/ or curves/): their loose files, and the
+    rest by owning pack name (runs without a record are left out)."""
+    loose: list[Path] = []
+    by_pack: dict[str, list[str]] = {}
+    for run_id in dict.fromkeys(run_ids):
+        path = directory / f"{run_id}.parquet"
+        if path.exists():
+            loose.append(path)
+        elif run_id in owners:
+            by_pack.setdefault(owners[run_id], []).append(run_id)
+    return loose, by_pack
 
 
 def find_runs(results_dir: str | Path, run_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
@@ -246,21 +252,11 @@ def find_runs(results_dir: str | Path, run_ids: Iterable[str]) -> dict[str, dict
     directory = Path(results_dir) / "runs"
     if not directory.is_dir():
         return {}
-    found: dict[str, dict[str, Any]] = {}
-    by_pack: dict[str, list[str]] = {}
-    owners = _packed_index(directory)
-    for run_id in dict.fromkeys(run_ids):
-        path = directory / f"{run_id}.parquet"
-        if path.exists():
-            found[run_id] = pq.read_table(path, schema=RUNS_SCHEMA).to_pylist()[0]
-        elif run_id in owners:
-            by_pack.setdefault(owners[run_id], []).append(run_id)
+    loose, by_pack = _where(directory, _packed_index(directory), run_ids)
+    found = {path.stem: pq.read_table(path, schema=RUNS_SCHEMA).to_pylist()[0] for path in loose}
     for name, ids in by_pack.items():
-        wanted = set(ids)
-        for row in pq.read_table(directory / name, schema=RUNS_SCHEMA,
-                                 filters=[("run_id", "in", ids)]).to_pylist():
-            if row["run_id"] in wanted:
-                found.setdefault(row["run_id"], row)
+        for row in pq.read_table(directory / name, schema=RUNS_SCHEMA, filters=[("run_id", "in", ids)]).to_pylist():
+            found.setdefault(row["run_id"], row)
     return found
 
 
@@ -330,17 +326,9 @@ def _curves_of_owners(root: Path, run_ids: list[str], most: int = 256) -> pd.Dat
     if len(run_ids) > most or not curves_dir.is_dir():
         return None
     owners = _packed_index(root / "runs") if (root / "runs").is_dir() else {}
-    loose: list[Path] = []
-    by_pack: dict[str, list[str]] = {}
-    for run_id in dict.fromkeys(run_ids):
-        path = curves_dir / f"{run_id}.parquet"
-        if path.exists():
-            loose.append(path)
-        elif run_id in owners:
-            if not (curves_dir / owners[run_id]).exists():
-                return None  # compacted under another name
-            by_pack.setdefault(owners[run_id], []).append(run_id)
-        # else: no visible runs row, so no visible curves (a pack's curves land before its runs)
+    loose, by_pack = _where(curves_dir, owners, run_ids)  # no runs row: no visible curves (they land first)
+    if any(not (curves_dir / name).exists() for name in by_pack):
+        return None  # compacted under another name
     parts = [ds.dataset(loose, schema=CURVES_SCHEMA, format="parquet").to_table()] if loose else []
     for name, ids in by_pack.items():
         parts.append(ds.dataset([curves_dir / name], schema=CURVES_SCHEMA, format="parquet").to_table(

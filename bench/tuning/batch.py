@@ -18,7 +18,6 @@ depends on the finished ones, or on per-epoch reports): those cells take the per
 """
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from bench import records
 from bench.execute import Outcome, RunEnv, execute_many
 from bench.spec import RunSpec
 from bench.tuning import trials as batch_ops
-from bench.tuning.cell import Cell, CellOutcome, RunView, TrialResult, select
+from bench.tuning.cell import Cell, CellOutcome, RunView, TrialResult, curve_values, curves_needed, run_view, select
 from bench.tuning.study import (
     FINAL,
     by_sample,
@@ -116,32 +115,9 @@ class RecordIndex:
     def views(self, run_ids: Sequence[str], *, need_best: bool) -> dict[str, RunView]:
         """Views of the finished runs among ``run_ids``; curves are read once for all that need them."""
         recs = {r: rec for r in run_ids if (rec := self.finished(r)) is not None}
-        want_curves = [r for r, rec in recs.items() if need_best or rec["status"] == "diverged"]
-        curves: dict[str, dict[tuple[int, str], float]] = {}
-        if want_curves:
-            frame = records.read_curves(self.results_dir, want_curves)
-            for run_id, epoch, split, metric, value in zip(frame.run_id, frame.epoch, frame.split, frame.metric,
-                                                           frame.value):
-                if metric == recs[run_id]["metric"]:
-                    curves.setdefault(run_id, {})[(int(epoch), split)] = value
-        out = {}
-        for run_id, rec in recs.items():
-            metric = rec["metric"]
-            view: dict[str, Any] = {"run_id": run_id, "seed": int(rec["seed"]), "status": rec["status"],
-                                    "valid_final": _num(rec[f"final_valid_{metric}"]),
-                                    "test_final": _num(rec[f"final_test_{metric}"])}
-            if run_id in curves:
-                curve = curves[run_id]
-                view.update(valid_initial=curve.get((0, "valid")), test_initial=curve.get((0, "test")))
-                best = rec.get("best_valid_epoch")
-                if best is not None and not (isinstance(best, float) and math.isnan(best)):
-                    view["valid_best"] = curve.get((int(best), "valid"))
-            out[run_id] = RunView(**view)
-        return out
-
-
-def _num(x: Any) -> float:
-    return math.nan if x is None else float(x)
+        wanted = [r for r, rec in recs.items() if curves_needed(rec, need_best)]
+        curves = curve_values(records.read_curves(self.results_dir, wanted)) if wanted else {}
+        return {r: run_view(self.results_dir, rec, need_best=need_best, curves=curves) for r, rec in recs.items()}
 
 
 @dataclass

@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from bench import PROTOCOL_VERSION, records
 from bench.spec import RunSpec, make_spec, spec_from_config
@@ -204,17 +203,6 @@ class RunView:
         return self.test_final
 
 
-def _curve_values(results_dir: str | Path, run_id: str, metric: str) -> dict[tuple[int, str], float]:
-    """One run's curve of ``metric``: its own file while loose, else from the packed parts (``valley-compact``)."""
-    path = Path(results_dir) / "curves" / f"{run_id}.parquet"
-    if path.exists():
-        table = pq.read_table(path, schema=records.CURVES_SCHEMA).to_pydict()
-    else:
-        table = records.read_curves(results_dir, [run_id]).to_dict("list")
-    return {(int(e), s): v for e, s, m, v in zip(table["epoch"], table["split"], table["metric"], table["value"])
-            if m == metric}
-
-
 def curves_needed(record: Mapping[str, Any], need_best: bool = False) -> bool:
     """Whether :func:`run_view` reads the run's curve (diverged runs, or ``need_best``)."""
     return record["status"] == "diverged" or need_best
@@ -238,9 +226,8 @@ def run_view(results_dir: str | Path, record: Mapping[str, Any], *, need_best: b
                             "test_final": _num(record[f"final_test_{metric}"])}
     if curves_needed(record, need_best):
         if curves is None:
-            curve = _curve_values(results_dir, record["run_id"], metric)
-        else:
-            curve = {(e, sp): v for (m, e, sp), v in curves.get(record["run_id"], {}).items() if m == metric}
+            curves = curve_values(records.read_curves(results_dir, [record["run_id"]]))
+        curve = {(e, sp): v for (m, e, sp), v in curves.get(record["run_id"], {}).items() if m == metric}
         view.update(valid_initial=curve.get((0, "valid")), test_initial=curve.get((0, "test")))
         best = record.get("best_valid_epoch")
         if best is not None and not _is_nan(best):
