@@ -8,8 +8,8 @@ resumed or repeated cell only does what is missing, and two budgets of one study
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from collections.abc import Callable, Sequence
+from concurrent.futures import wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
@@ -18,10 +18,10 @@ import optuna
 from optuna.trial import TrialState
 
 from bench import records
-from bench.execute import execute
+from bench.execute import RunEnv, execute, execute_many
 from bench.spec import RunSpec
 from bench.tuning import pool
-from bench.tuning.cell import Cell, CellOutcome, RunView, run_view, select
+from bench.tuning.cell import Cell, CellOutcome, RunView, curve_values, curves_needed, run_view, select
 from bench.tuning.study import (
     FINAL,
     WorkReport,
@@ -51,17 +51,20 @@ class Where:
     engine: str = "single"
     observers: Any = None  # the env's per-run observer factory (loggers), bench.observers.ObserverFactory
 
+    def env(self) -> RunEnv:
+        """The same place as ``bench.execute.RunEnv``, which the batched paths take."""
+        return RunEnv(results_dir=self.results_dir, device=self.device, data_dir=self.data_dir, workers=self.workers,
+                      engine=self.engine, observers=self.observers)
+
 
 def run_cell(cell: Cell, where: Where, on_run: OnRun | None = None) -> CellOutcome:
     """Do one cell (nothing is written to the cells table here). Cells whose trials are known up front go through
     the two-phase batch path (``bench.tuning.batch``), the others trial by trial."""
-    from bench.execute import RunEnv
     from bench.tuning.batch import SweepRun, batchable
 
     on_run = on_run or (lambda run_id, trained: None)
     if batchable(cell):
-        sweep = SweepRun([cell], RunEnv(results_dir=where.results_dir, device=where.device, data_dir=where.data_dir,
-                                        workers=where.workers, engine=where.engine, observers=where.observers))
+        sweep = SweepRun([cell], where.env())
         first = sweep.phase1()
         sweep.run(first, on_run=on_run)
         sweep.wait_for_others(first, on_run=on_run)
@@ -77,22 +80,13 @@ def run_cell(cell: Cell, where: Where, on_run: OnRun | None = None) -> CellOutco
 def execute_specs(specs: Sequence[RunSpec], where: Where, on_run: OnRun, role: str = "seed",
                   budget: str | None = None) -> tuple[list[RunView], bool]:
     """Execute each spec (skipping recorded ones); return the finished runs' views in order and whether all finished."""
-    from bench.execute import RunEnv, execute_many
-
-    env = RunEnv(results_dir=where.results_dir, device=where.device, data_dir=where.data_dir, workers=where.workers,
-                 engine=where.engine, observers=where.observers)
     labels = {s.run_id: {"role": [role], "budget": [budget] if budget else []} for s in specs}
-    got = execute_many(specs, env, labels=labels, on_run=lambda o: on_run(o.run_id, not o.skipped))
+    got = execute_many(specs, where.env(), labels=labels, on_run=lambda o: on_run(o.run_id, not o.skipped))
     finished = [got[s.run_id].record for s in specs
                 if got[s.run_id].record is not None and got[s.run_id].record["status"] in records.FINISHED]
-    return [run_view(where.results_dir, rec) for rec in finished], len(finished) == len(specs)
-
-
-def _as_done(futures: list[Future]) -> Iterator[Future]:
-    pending = set(futures)
-    while pending:
-        finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-        yield from finished
+    wanted = [rec["run_id"] for rec in finished if curves_needed(rec)]
+    curves = curve_values(records.read_curves(where.results_dir, wanted)) if wanted else {}
+    return [run_view(where.results_dir, rec, curves=curves) for rec in finished], len(finished) == len(specs)
 
 
 # ------------------------------------------------------------------------------------------------ tuned cells
