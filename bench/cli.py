@@ -42,6 +42,16 @@ def group_options(group: str) -> list[str]:
     return sorted(found)
 
 
+def option_yaml(group: str, option: str) -> Path:
+    """The YAML of a group's option: the project's, else a plugin's (loaded in this process)."""
+    path = CONF_DIR / group / f"{option}.yaml"
+    if path.exists():
+        return path
+    from bench import plugins
+
+    return plugins.conf_dir() / group / f"{option}.yaml"
+
+
 def load_plugins(argv: list[str]) -> list[str]:
     """Load the plugins the command line names and return it with each ``file:PATH`` replaced by the plugin's
     name: ``optimizer=file:my_opt.py`` (also inside a sweep: ``optimizer=adam,file:my_opt.py``), or the name of
@@ -121,12 +131,7 @@ def precheck(argv: list[str]) -> str | None:
             continue  # explicitly added keys are checked by spec validation
         top = sub.split(".", 1)[0]
         for option in chosen.get(group, [defaults.get(group)]):
-            path = CONF_DIR / group / f"{option}.yaml"
-            if not path.exists():
-                from bench import plugins
-
-                path = plugins.conf_dir() / group / f"{option}.yaml"
-            cfg = OmegaConf.load(path)
+            cfg = OmegaConf.load(option_yaml(group, option))
             if top not in cfg:
                 valid = ", ".join(k for k in cfg if k != "name")
                 what = "hyperparameter" if group == "optimizer" else "setting"
