@@ -188,10 +188,14 @@ def test_budget_for_an_optimizer_without_search_space_is_one_line(tmp_path: Path
 
 
 # ------------------------------------------------------------------------------------------------- progress
-def test_tracker_counts_runs_once_and_reports_rate(tmp_path: Path) -> None:
+def test_tracker_counts_runs_once_and_reports_rate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import bench.tuning.progress as progress_mod
+
     tracker = Tracker(cells_total=2, runs_total=5, done_before={"a"})
     for run_id in ("a", "b", "b", "c"):
         tracker.run_done(run_id)
+    now = tracker.started + 1.0  # a frozen clock: rate() and eta_s() see the same elapsed time
+    monkeypatch.setattr(progress_mod.time, "monotonic", lambda: now)
     assert tracker.runs_done == 3 and tracker.done_now == {"b", "c"} and tracker.rate() > 0
     assert tracker.eta_s() == pytest.approx(2 / tracker.rate(), rel=0.2)
     cell = Cell.from_config(sweep.compose_jobs([["budget=oneshot", "tuning.seeds=[1,2]",
